@@ -1,0 +1,1 @@
+"""mobility/service package."""

@@ -1,0 +1,1 @@
+"""mobility/wire package."""

@@ -1,0 +1,1 @@
+"""natt package."""
