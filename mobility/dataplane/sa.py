@@ -8,7 +8,7 @@ Keys are raw bytes; for AES-GCM-16 each key is AES key ‖ 4-octet salt (RFC 410
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import Enum, StrEnum
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any
 
@@ -16,17 +16,17 @@ IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     TUNNEL = "tunnel"
     TRANSPORT = "transport"
 
 
-class Cipher(str, Enum):
+class Cipher(StrEnum):
     AES_GCM_16 = "aes-gcm-16"  # RFC 4106, ENCR 20, key ‖ 4-octet salt
     AES_CBC = "aes-cbc"  # RFC 3602, ENCR 12, with a separate integrity transform
 
 
-class Integ(str, Enum):
+class Integ(StrEnum):
     NONE = "none"  # only with an AEAD cipher
     HMAC_SHA256_128 = "hmac-sha256-128"  # RFC 4868 §2.1, INTEG 12
 
