@@ -131,6 +131,9 @@ class NattEngine:
         self.stats: Counter[str] = Counter()
 
     # ---- control ---------------------------------------------------------------------------
+    def set_keepalive(self, interval_s: float, linger_s: float) -> None:
+        self._m, self._n = interval_s, linger_s
+
     def add_sa(self, sa: EspSaPair, *, now: float, restored: Checkpoint | None = None) -> list[Action]:
         """Install a Child SA pair; raises ValueError (nothing changed) when it cannot be."""
         if sa.spi_in in self._by_spi:

@@ -28,14 +28,28 @@ def gcm_pair(mode: Mode = Mode.TUNNEL, v6: bool = False, **kw: object) -> tuple[
     inner_g = "fd00:100::/64" if v6 else "10.100.0.0/24"
     common = dict(cipher=Cipher.AES_GCM_16, mode=mode)
     client = EspSaPair(
-        spi_in=0x1001, spi_out=0x2002, local=ip_address(c_out), peer=ip_address(g_out),
-        key_in=KEY_B, key_out=KEY_A, keepalive=True,
-        local_ts=(ip_network(inner_c),), remote_ts=(ip_network(inner_g),), **common,  # type: ignore[arg-type]
+        spi_in=0x1001,
+        spi_out=0x2002,
+        local=ip_address(c_out),
+        peer=ip_address(g_out),
+        key_in=KEY_B,
+        key_out=KEY_A,
+        keepalive=True,
+        local_ts=(ip_network(inner_c),),
+        remote_ts=(ip_network(inner_g),),
+        **common,  # type: ignore[arg-type]
     )
     gw = EspSaPair(
-        spi_in=0x2002, spi_out=0x1001, local=ip_address(g_out), peer=ip_address(nat_pub), peer_port=40000,
-        key_in=KEY_A, key_out=KEY_B,
-        local_ts=(ip_network(inner_g),), remote_ts=(ip_network(inner_c),), **common,  # type: ignore[arg-type]
+        spi_in=0x2002,
+        spi_out=0x1001,
+        local=ip_address(g_out),
+        peer=ip_address(nat_pub),
+        peer_port=40000,
+        key_in=KEY_A,
+        key_out=KEY_B,
+        local_ts=(ip_network(inner_g),),
+        remote_ts=(ip_network(inner_c),),
+        **common,  # type: ignore[arg-type]
     )
     return replace(client, **kw), replace(gw, **kw)  # type: ignore[arg-type]
 
@@ -49,7 +63,13 @@ def udp_packet(src: str, dst: str, payload: bytes = b"hello", sport: int = 1234,
     seg = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
     seg = ip.recompute_l4(s, d, ip.PROTO_UDP, seg)
     if len(s) == 4:  # force a checksum even for IPv4 so we can check the NAT fix-ups
-        seg = seg[:6] + ip.checksum(ip.pseudo_header(s, d, 17, len(seg)) + seg[:6] + b"\0\0" + seg[8:]).to_bytes(2, "big") + seg[8:]
+        seg = (
+            seg[:6]
+            + ip.checksum(ip.pseudo_header(s, d, 17, len(seg)) + seg[:6] + b"\0\0" + seg[8:]).to_bytes(
+                2, "big"
+            )
+            + seg[8:]
+        )
     return ip.build_ip(s, d, ip.PROTO_UDP, seg)
 
 
@@ -66,8 +86,14 @@ def delivered(actions: list) -> list[bytes]:
 def test_tunnel_round_trip(v6: bool, cipher: str) -> None:
     kw = {}
     if cipher == "cbc":
-        kw = dict(cipher=Cipher.AES_CBC, integ=Integ.HMAC_SHA256_128, key_in=bytes(16), key_out=bytes(16),
-                  integ_key_in=bytes(32), integ_key_out=bytes(32))
+        kw = dict(
+            cipher=Cipher.AES_CBC,
+            integ=Integ.HMAC_SHA256_128,
+            key_in=bytes(16),
+            key_out=bytes(16),
+            integ_key_in=bytes(32),
+            integ_key_out=bytes(32),
+        )
     csa, gsa = gcm_pair(v6=v6, **kw)
     c, g = engine(), engine()
     acts = c.add_sa(csa, now=0)
@@ -148,8 +174,14 @@ def test_two_clients_same_inner_address_tn1_inner_nat() -> None:
     clients = []
     for n, (spi_c, spi_g, port) in enumerate([(0x1001, 0x2002, 40000), (0x1003, 0x2004, 40001)]):
         csa, gsa = gcm_pair(spi_in=spi_c, spi_out=spi_g, local_ts=(ip_network("10.99.1.2/32"),))
-        gsa = replace(gsa, spi_in=spi_g, spi_out=spi_c, peer_port=port, remote_ts=(ip_network("10.99.1.2/32"),),
-                      inner_nat=ip_address(f"10.200.0.{n + 1}"))
+        gsa = replace(
+            gsa,
+            spi_in=spi_g,
+            spi_out=spi_c,
+            peer_port=port,
+            remote_ts=(ip_network("10.99.1.2/32"),),
+            inner_nat=ip_address(f"10.200.0.{n + 1}"),
+        )
         c = engine()
         c.add_sa(csa, now=0)
         g.add_sa(gsa, now=0)
@@ -197,7 +229,7 @@ def test_transport_mode_checksum_fixups(v6: bool, nat_oa: bool) -> None:
     (got,) = delivered(g.inbound(out.data, str(gsa.peer), 40000, now=1))
     hdr = ip.parse_ip(got)
     assert hdr.src_addr == gsa.peer and hdr.dst_addr == gsa.local  # as the NAT made them
-    assert ip.l4_checksum_ok(hdr.src, hdr.dst, ip.PROTO_UDP, got[hdr.header_len:])
+    assert ip.l4_checksum_ok(hdr.src, hdr.dst, ip.PROTO_UDP, got[hdr.header_len :])
     assert got.endswith(b"hello")
 
 
@@ -223,8 +255,9 @@ def test_keepalives_idle_only_and_stop_after_linger() -> None:
     ka = sends(c.on_timer(now=11.5))
     assert ka == [Send("192.0.2.2", 4500, b"\xff")]
     c.del_sa(csa.spi_in, now=12)
-    times = [t for t in itertools.takewhile(lambda x: x < 40, itertools.count(12, 0.5))
-             if sends(c.on_timer(now=t))]
+    times = [
+        t for t in itertools.takewhile(lambda x: x < 40, itertools.count(12, 0.5)) if sends(c.on_timer(now=t))
+    ]
     assert times and max(times) < 22.5  # linger N = 10 s after the last SA ended
     assert c.next_deadline() is None
 

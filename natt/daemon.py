@@ -1,0 +1,441 @@
+"""natt daemon shell: owns UDP 4500, the TUN device or the kernel backend, the control commands
+and the state store; everything else is NattEngine's."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import socket
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+from mobility.dataplane.sa import EspSaPair
+from mobility.engine import Action, Deliver, Notify, Persist, Program, Send
+from mobility.service import msgids
+from mobility.service.control import ControlConnection
+from mobility.service.logging import RateLimitedLog
+from mobility.service.runner import DaemonContext
+from mobility.service.state import StateStore
+from natt.config import NattConfig
+from natt.engine import (
+    Dropped,
+    IkeReceived,
+    NattEngine,
+    RouteAdd,
+    RouteDel,
+    SaAdded,
+    SaForgotten,
+    SaPeerUpdated,
+    SaRemoved,
+    SaSeqExhausted,
+    SaStored,
+    SeqReserved,
+)
+from natt.sadb import Checkpoint
+
+log = logging.getLogger("natt")
+drop_log = RateLimitedLog(logging.getLogger("natt.drops"))
+
+BATCH = 256  # datagrams or TUN packets handled per readiness callback
+
+
+def choose_dataplane(wanted: str) -> tuple[str, str]:
+    """`auto` probes whether this kernel can install an ESP XFRM state (ARCHITECTURE.md)."""
+    if wanted == "userspace":
+        return "userspace", "configured"
+    from mobility.dataplane.probe import probe_kernel_esp
+
+    ok, why = probe_kernel_esp()
+    if ok:
+        return "kernel", why
+    if wanted == "kernel":
+        raise RuntimeError(f"dataplane = kernel, but {why}")
+    return "userspace", why
+
+
+class NattDaemon:
+    def __init__(self, cfg: NattConfig, ctx: DaemonContext) -> None:
+        self.cfg, self.ctx = cfg, ctx
+        self.engine = NattEngine(
+            rand=os.urandom,
+            keepalive_interval_s=cfg.keepalive.interval_s,
+            keepalive_linger_s=cfg.keepalive.linger_s,
+        )
+        self.dataplane = "none"
+        self.dataplane_reason = ""
+        self._socks: dict[int, socket.socket] = {}
+        self._tun: Any = None
+        self._routing: Any = None
+        self._kernel: Any = None
+        self._store: StateStore | None = None
+        self._records: dict[int, dict[str, Any]] = {}
+        self._ike_owner: ControlConnection | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.handlers = {
+            "sas": self._cmd_sas,
+            "sa.add": self._cmd_sa_add,
+            "sa.update": self._cmd_sa_update,
+            "sa.del": self._cmd_sa_del,
+            "stats": self._cmd_stats,
+            "peers": lambda args, conn: self.engine.peers(),
+            "ike.register": self._cmd_ike_register,
+            "ike.send": self._cmd_ike_send,
+        }
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.cfg.log_secrets:
+            log.warning("log_secrets = true: SA keys will be written to the log")
+        self.dataplane, self.dataplane_reason = choose_dataplane(self.cfg.dataplane)
+        if self.dataplane == "userspace" and self.cfg.dataplane == "auto":
+            log.info("data plane: userspace ESP on TUN %s (%s)", self.cfg.tun.name, self.dataplane_reason)
+        else:
+            log.info("data plane: %s (%s)", self.dataplane, self.dataplane_reason)
+        self._open_sockets()
+        if self.dataplane == "userspace":
+            self._open_tun()
+        else:
+            from mobility.dataplane.kernel import KernelEspBackend
+
+            self._kernel = KernelEspBackend()
+        self._store = StateStore(self.ctx.state_dir / "natt.sqlite")
+        self._restore()
+        self._rearm()
+
+    def _open_sockets(self) -> None:
+        from mobility.dataplane.userspace import mark_socket
+
+        assert self._loop is not None
+        for addr in self.cfg.listen:
+            family = socket.AF_INET if addr.version == 4 else socket.AF_INET6
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            mark_socket(sock, self.cfg.tun.fwmark)
+            if self.dataplane == "kernel":
+                from mobility.dataplane.probe import set_udp_encap
+
+                set_udp_encap(sock)  # the kernel decapsulates ESP; IKE and 0xFF still reach us
+            sock.bind((str(addr), self.cfg.port))
+            sock.setblocking(False)
+            self._socks[addr.version] = sock
+            self._loop.add_reader(sock.fileno(), self._on_udp, sock)
+        log.info("listening on UDP %s port %d", ", ".join(str(a) for a in self.cfg.listen), self.cfg.port)
+
+    def _open_tun(self) -> None:
+        from mobility.dataplane.userspace import PolicyRouting, TunDevice
+
+        assert self._loop is not None
+        t = self.cfg.tun
+        self._tun = TunDevice(t.name)
+        self._routing = PolicyRouting(
+            t.name, table=t.table, mark=t.fwmark, priority=t.rule_priority, mtu=t.mtu
+        )
+        self._routing.setup(t.addresses)
+        self._loop.add_reader(self._tun.fd, self._on_tun)
+
+    def _restore(self) -> None:
+        assert self._store is not None
+        now = self._now()
+        for key, rec in sorted(self._store.all("sa").items()):
+            try:
+                sa = EspSaPair.from_json(rec["sa"])
+                cp = Checkpoint(out_reserved=int(rec["out_reserved"]), in_reserved=int(rec["in_reserved"]))
+                self._install(sa, restored=cp, now=now)
+            except (ValueError, KeyError, TypeError, OSError) as e:
+                log.error("cannot restore SA %s from the state store: %s", key, e)
+
+    async def stop(self) -> None:
+        assert self._loop is not None
+        if self._timer:
+            self._timer.cancel()
+        for sock in self._socks.values():
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+        if self._tun is not None:
+            self._loop.remove_reader(self._tun.fd)
+            self._routing.teardown()
+            self._tun.close()
+        if self._kernel is not None:
+            for sa in self._live_sas():
+                try:
+                    self._kernel.del_sa(sa)
+                except OSError as e:
+                    log.debug("kernel SA removal: %s", e)
+            self._kernel.close()
+        if self._store is not None:
+            self._store.close()
+
+    def reload(self, cfg: NattConfig) -> str:
+        fixed = ("listen", "port", "dataplane", "tun", "service")
+        changed = [name for name in fixed if getattr(cfg, name) != getattr(self.cfg, name)]
+        if changed:
+            raise ValueError(f"changing {', '.join(changed)} needs a restart; kept the running configuration")
+        self.engine.set_keepalive(cfg.keepalive.interval_s, cfg.keepalive.linger_s)
+        self.cfg = cfg
+        self._rearm()
+        return f"keepalive interval {cfg.keepalive.interval_s:g} s, linger {cfg.keepalive.linger_s:g} s"
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "dataplane": self.dataplane,
+            "dataplane_reason": self.dataplane_reason,
+            "port": self.cfg.port,
+            "sas": len(self.engine.sas()),
+            "peers": len(self.engine.peers()),
+            "ike_owner": self._ike_owner is not None,
+            "drops": sum(self.engine.drops.values()),
+            "keepalives_sent": self.engine.stats["keepalive_tx"],
+        }
+
+    # ---- hot paths -------------------------------------------------------------------------------
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _on_udp(self, sock: socket.socket) -> None:
+        inbound, now = self.engine.inbound, self._now()
+        for _ in range(BATCH):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # ICMP errors surface here; never fatal
+                log.debug("UDP receive: %s", e)
+                continue
+            actions = inbound(data, addr[0], addr[1], now=now)
+            if actions:
+                self._apply(actions)
+
+    def _on_tun(self) -> None:
+        outbound, fd, now = self.engine.outbound, self._tun.fd, self._now()
+        socks = self._socks
+        for _ in range(BATCH):
+            try:
+                packet = os.read(fd, 65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            actions = outbound(packet, now=now)
+            if len(actions) == 1 and type(actions[0]) is Send:
+                a = actions[0]
+                sock = socks.get(6 if ":" in a.addr else 4)
+                if sock is not None:
+                    try:
+                        sock.sendto(a.data, (a.addr, a.port))
+                    except OSError as e:
+                        self.engine.drops["send_error"] += 1
+                        log.debug("send to %s: %s", a.addr, e)
+                continue
+            self._apply(actions)
+
+    def _apply(self, actions: list[Action]) -> None:
+        for a in actions:
+            kind = type(a)
+            if kind is Deliver:
+                self._tun.write(a.packet)  # type: ignore[union-attr]
+            elif kind is Send:
+                self._send(a)  # type: ignore[arg-type]
+            elif kind is Persist:
+                self._persist(a.record)  # type: ignore[union-attr]
+            elif kind is Notify:
+                self._notify(a.event)  # type: ignore[union-attr]
+            elif kind is Program:
+                self._program(a.op)  # type: ignore[union-attr]
+
+    def _send(self, a: Send) -> None:
+        sock = self._socks.get(6 if ":" in a.addr else 4)
+        if sock is None:
+            self.engine.drops["no_socket"] += 1
+            return
+        try:
+            sock.sendto(a.data, (a.addr, a.port))
+        except OSError as e:
+            self.engine.drops["send_error"] += 1
+            log.debug("send to %s: %s", a.addr, e)
+
+    # ---- slow paths ------------------------------------------------------------------------------
+    def _persist(self, rec: Any) -> None:
+        """Committed before the actions after it run (and before any control reply)."""
+        assert self._store is not None
+        if isinstance(rec, SaStored):
+            self._records[rec.spi_in] = {
+                "sa": rec.sa,
+                "out_reserved": rec.out_reserved,
+                "in_reserved": rec.in_reserved,
+            }
+            self._store.put("sa", f"{rec.spi_in:08x}", self._records[rec.spi_in])
+        elif isinstance(rec, SeqReserved):
+            stored = self._records.get(rec.spi_in)
+            if stored is not None:
+                stored.update(out_reserved=rec.out_reserved, in_reserved=rec.in_reserved)
+                self._store.put("sa", f"{rec.spi_in:08x}", stored)
+                self.engine.note_commit(rec.spi_in, now=self._now())
+        elif isinstance(rec, SaForgotten):
+            self._records.pop(rec.spi_in, None)
+            self._store.delete("sa", f"{rec.spi_in:08x}")
+
+    def _program(self, op: Any) -> None:
+        if self._routing is None:
+            return  # kernel backend: XFRM policies select the traffic
+        if isinstance(op, RouteAdd):
+            self._routing.add_route(op.dst, op.src)
+        elif isinstance(op, RouteDel):
+            self._routing.del_route(op.dst)
+
+    def _notify(self, ev: Any) -> None:
+        if isinstance(ev, Dropped):
+            drop_log.debug(ev.reason, "dropped from %s: %s %s", ev.src, ev.reason, ev.detail)
+        elif isinstance(ev, IkeReceived):
+            self._relay_ike(ev)
+        elif isinstance(ev, SaAdded):
+            log.info(
+                "SA %#x/%#x %s with %s:%d%s",
+                ev.spi_in,
+                ev.spi_out,
+                ev.mode,
+                ev.peer,
+                ev.peer_port,
+                " (restored)" if ev.restored else "",
+                extra={
+                    "MESSAGE_ID": msgids.SA_ADDED,
+                    "MOBILITY_SPI": f"{ev.spi_in:08x}",
+                    "MOBILITY_PEER": ev.peer,
+                },
+            )
+        elif isinstance(ev, SaRemoved):
+            log.info(
+                "SA %#x removed: %s",
+                ev.spi_in,
+                ev.reason,
+                extra={"MESSAGE_ID": msgids.SA_REMOVED, "MOBILITY_SPI": f"{ev.spi_in:08x}"},
+            )
+        elif isinstance(ev, SaPeerUpdated):
+            log.info("SA %#x now with %s:%d", ev.spi_in, ev.peer, ev.peer_port)
+        elif isinstance(ev, SaSeqExhausted):
+            log.warning("SA %#x used its last sequence number: rekey needed", ev.spi_in)
+
+    def _relay_ike(self, ev: IkeReceived) -> None:
+        owner = self._ike_owner
+        if owner is None or owner.closed:
+            self.engine.drops["ike_no_owner"] += 1
+            return
+        owner.send_event(
+            {"event": "ike", "src": ev.src, "sport": ev.sport, "data": base64.b64encode(ev.message).decode()}
+        )
+
+    def _rearm(self) -> None:
+        assert self._loop is not None
+        at = self.engine.next_deadline()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if at is not None:
+            self._timer = self._loop.call_at(max(at, self._now()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._apply(self.engine.on_timer(now=self._now()))
+        self._rearm()
+
+    # ---- SA management ---------------------------------------------------------------------------
+    def _live_sas(self) -> list[EspSaPair]:
+        return [self.engine.sa(int(s["spi_in"])) for s in self.engine.sas()]
+
+    def _install(self, sa: EspSaPair, *, now: float, restored: Checkpoint | None = None) -> None:
+        actions = self.engine.add_sa(sa, now=now, restored=restored)  # ValueError: nothing changed
+        if self._kernel is not None:
+            try:
+                self._kernel.add_sa(sa)
+            except OSError as e:
+                self.engine.del_sa(sa.spi_in, now=now)
+                raise ValueError(f"kernel refused the SA: {e}") from None
+        self._apply(actions)
+        if self.cfg.log_secrets:
+            log.warning("SA %#x keys: %s", sa.spi_in, sa.to_json())
+        self._rearm()
+
+    def _cmd_sa_add(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
+        sa = EspSaPair.from_json(args)
+        self._install(sa, now=self._now())
+        return {"spi_in": sa.spi_in, "spi_out": sa.spi_out}
+
+    def _cmd_sa_update(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
+        spi = _spi(args)
+        peer, port = ip_address(str(args["peer"])), int(args.get("peer_port", 4500))
+        old = self.engine.sa(spi)
+        actions = self.engine.update_sa_peer(spi, peer, port, now=self._now())
+        if self._kernel is not None:
+            self._kernel.update_peer(old, self.engine.sa(spi))
+        self._apply(actions)
+        self._rearm()
+        return {"spi_in": spi, "peer": str(peer), "peer_port": port}
+
+    def _cmd_sa_del(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
+        spi = _spi(args)
+        sa = self.engine.sa(spi)
+        actions = self.engine.del_sa(spi, now=self._now())
+        if self._kernel is not None:
+            try:
+                self._kernel.del_sa(sa)
+            except OSError as e:
+                log.warning("kernel SA removal for %#x: %s", spi, e)
+        self._apply(actions)
+        self._rearm()
+        return {"spi_in": spi, "deleted": True}
+
+    def _cmd_sas(self, args: dict[str, Any], conn: ControlConnection) -> list[dict[str, Any]]:
+        rows = self.engine.sas()
+        if self._kernel is not None:
+            for row in rows:
+                try:
+                    row.update(self._kernel.counters(self.engine.sa(int(row["spi_in"]))))
+                except OSError as e:
+                    row["kernel_error"] = str(e)
+        return rows
+
+    def _cmd_stats(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
+        return {
+            "drops": dict(self.engine.drops),
+            "counters": dict(self.engine.stats),
+            "dataplane": self.dataplane,
+        }
+
+    def _cmd_ike_register(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
+        if self._ike_owner is not None and not self._ike_owner.closed and self._ike_owner is not conn:
+            raise ValueError("another IKE owner is registered")
+        self._ike_owner = conn
+
+        def gone() -> None:
+            if self._ike_owner is conn:
+                self._ike_owner = None
+                log.info("IKE owner went away")
+
+        conn.on_close(gone)
+        log.info("IKE owner registered")
+        return {"registered": True}
+
+    def _cmd_ike_send(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
+        dst, dport = str(ip_address(str(args["dst"]))), int(args.get("dport", 4500))
+        data = base64.b64decode(str(args["data"]), validate=True)
+        self._apply(self.engine.send_ike(dst, dport, data, now=self._now()))
+        return {"sent": len(data) + 4}
+
+
+def _spi(args: dict[str, Any]) -> int:
+    v = args.get("spi_in")
+    if isinstance(v, str):
+        return int(v, 0)
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    raise ValueError("spi_in: expected an integer")
+
+
+def state_path(state_dir: Path) -> Path:
+    return state_dir / "natt.sqlite"
