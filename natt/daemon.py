@@ -15,7 +15,7 @@ from typing import Any
 from mobility.dataplane.sa import EspSaPair
 from mobility.engine import Action, Deliver, Notify, Persist, Program, Send
 from mobility.service import msgids
-from mobility.service.control import ControlConnection
+from mobility.service.control import ControlConnection, Handler
 from mobility.service.logging import RateLimitedLog
 from mobility.service.runner import DaemonContext
 from mobility.service.state import StateStore
@@ -75,7 +75,7 @@ class NattDaemon:
         self._ike_owner: ControlConnection | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.handlers = {
+        self.handlers: dict[str, Handler] = {
             "sas": self._cmd_sas,
             "sa.add": self._cmd_sa_add,
             "sa.update": self._cmd_sa_update,
@@ -161,8 +161,9 @@ class NattDaemon:
             sock.close()
         if self._tun is not None:
             self._loop.remove_reader(self._tun.fd)
-            self._routing.teardown()
             self._tun.close()
+        if self._routing is not None:
+            self._routing.teardown()
         if self._kernel is not None:
             for sa in self._live_sas():
                 try:

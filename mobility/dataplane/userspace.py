@@ -15,7 +15,10 @@ import logging
 import os
 import socket
 import struct
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from ipaddress import ip_interface
+from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
 
@@ -28,6 +31,23 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 FIB_RULE_INVERT = 0x2
 SO_MARK = 36
+R = TypeVar("R")
+
+
+class _NetlinkThread:
+    """pyroute2 0.9's synchronous IPRoute runs its own event loop, which cannot nest in the
+    daemon's running loop: keep it on one worker thread and wait for each (rare) call."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
+        self.ipr: Any = self.call(IPRoute)
+
+    def call(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
+        return self._pool.submit(fn, *args, **kw).result()
+
+    def close(self) -> None:
+        self.call(self.ipr.close)
+        self._pool.shutdown()
 
 
 class TunDevice:
@@ -69,17 +89,21 @@ class PolicyRouting:
 
     def __init__(self, ifname: str, *, table: int, mark: int, priority: int, mtu: int) -> None:
         self.ifname, self.table, self.mark, self.priority, self.mtu = ifname, table, mark, priority, mtu
-        self._ipr = IPRoute()
+        self._nl = _NetlinkThread()
         self._routes: set[IPNetwork] = set()
         self._index = 0
 
     def setup(self, addresses: tuple[str, ...] = ()) -> None:
-        self._index = self._ipr.link_lookup(ifname=self.ifname)[0]
-        self._ipr.link("set", index=self._index, state="up", mtu=self.mtu)
+        self._index = self._nl.call(self._nl.ipr.link_lookup, ifname=self.ifname)[0]
+        self._nl.call(self._nl.ipr.link, "set", index=self._index, state="up", mtu=self.mtu)
         for addr in addresses:
             iface = ip_interface(addr)
-            self._ipr.addr(
-                "replace", index=self._index, address=str(iface.ip), prefixlen=iface.network.prefixlen
+            self._nl.call(
+                self._nl.ipr.addr,
+                "replace",
+                index=self._index,
+                address=str(iface.ip),
+                prefixlen=iface.network.prefixlen,
             )
         for path in (f"/proc/sys/net/ipv4/conf/{self.ifname}/rp_filter",):
             try:  # decapsulated packets arrive on the TUN: loose/no reverse-path filtering there
@@ -89,7 +113,8 @@ class PolicyRouting:
                 log.debug("cannot write %s: %s", path, e)
         self._remove_rules()
         for family in (socket.AF_INET, socket.AF_INET6):
-            self._ipr.rule(
+            self._nl.call(
+                self._nl.ipr.rule,
                 "add",
                 family=family,
                 table=self.table,
@@ -103,7 +128,8 @@ class PolicyRouting:
         for family in (socket.AF_INET, socket.AF_INET6):
             while True:
                 try:
-                    self._ipr.rule(
+                    self._nl.call(
+                        self._nl.ipr.rule,
                         "del",
                         family=family,
                         table=self.table,
@@ -122,13 +148,13 @@ class PolicyRouting:
         if src is not None:
             kw["prefsrc"] = str(src)
         try:
-            self._ipr.route("replace", **kw)
+            self._nl.call(self._nl.ipr.route, "replace", **kw)
         except Exception as e:
             if src is None:
                 raise
             log.warning("route %s with source %s refused (%s); adding it without a source", dst, src, e)
             del kw["prefsrc"]
-            self._ipr.route("replace", **kw)
+            self._nl.call(self._nl.ipr.route, "replace", **kw)
         self._routes.add(dst)
 
     def del_route(self, dst: IPNetwork) -> None:
@@ -137,7 +163,7 @@ class PolicyRouting:
         if dst.version == 6:
             kw["family"] = socket.AF_INET6
         try:
-            self._ipr.route("del", **kw)
+            self._nl.call(self._nl.ipr.route, "del", **kw)
         except Exception as e:
             log.debug("route %s already gone: %s", dst, e)
 
@@ -145,7 +171,7 @@ class PolicyRouting:
         for dst in list(self._routes):
             self.del_route(dst)
         self._remove_rules()
-        self._ipr.close()
+        self._nl.close()
 
 
 def mark_socket(sock: socket.socket, mark: int) -> None:

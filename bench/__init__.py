@@ -1,0 +1,1 @@
+"""Benchmarks against real peers (not tests: they print figures and ratios)."""
