@@ -41,8 +41,24 @@ class Point:
 
 def iperf(lab: Lab, size: int, pps: float) -> Point:
     rate_bits = int(pps * size * 8)
-    res = lab.run("c1", "iperf3", "-J", "-c", GW_INNER, "-p", "5201", "-u", "-l", str(size), "-b", str(rate_bits),
-                  "-t", str(SECONDS), check=False, timeout=SECONDS + 20)
+    res = lab.run(
+        "c1",
+        "iperf3",
+        "-J",
+        "-c",
+        GW_INNER,
+        "-p",
+        "5201",
+        "-u",
+        "-l",
+        str(size),
+        "-b",
+        str(rate_bits),
+        "-t",
+        str(SECONDS),
+        check=False,
+        timeout=SECONDS + 20,
+    )
     try:
         s = json.loads(res.stdout)["end"]["sum"]
     except (ValueError, KeyError):
@@ -55,14 +71,20 @@ def iperf(lab: Lab, size: int, pps: float) -> Point:
 
 def sweep(lab: Lab, label: str) -> dict[str, Any]:
     out: dict[str, Any] = {"label": label, "points": []}
-    for size, rates in ((1372, [r * 1e6 / (1400 * 8) for r in RATES_1400_MBIT]), (64, [k * 1000 for k in RATES_64_KPPS])):
+    for size, rates in (
+        (1372, [r * 1e6 / (1400 * 8) for r in RATES_1400_MBIT]),
+        (64, [k * 1000 for k in RATES_64_KPPS]),
+    ):
         best: Point | None = None
         lossless: Point | None = None
         for pps in rates:
             p = iperf(lab, size, pps)
             out["points"].append(p)
-            print(f"  {label:10s} {size + 28:5d} B  offered {pps:8.0f} pkt/s  delivered {p.delivered_pps:8.0f} pkt/s "
-                  f"{p.delivered_mbit:7.1f} Mbit/s  loss {p.loss_pct:5.2f} %", flush=True)
+            print(
+                f"  {label:10s} {size + 28:5d} B  offered {pps:8.0f} pkt/s  delivered {p.delivered_pps:8.0f} pkt/s "
+                f"{p.delivered_mbit:7.1f} Mbit/s  loss {p.loss_pct:5.2f} %",
+                flush=True,
+            )
             if best is None or p.delivered_pps > best.delivered_pps:
                 best = p
             if p.loss_pct < 1.0:
@@ -76,9 +98,15 @@ def sweep(lab: Lab, label: str) -> dict[str, Any]:
 def run_natt(lab: Lab) -> dict[str, Any]:
     c1 = start_natt(lab, "c1", tun_addresses=("10.200.0.1/32",), log_secrets=False)
     gw = start_natt(lab, "gw", log_secrets=False)
-    client, gwsa = sa_pair(client_local=lab.addr("c1", "eth0", 4), client_peer=lab.addr("gw", "eth0", 4),
-                           gw_local=lab.addr("gw", "eth0", 4), gw_peer=lab.addr("nat", "wan0", 4), gw_peer_port=4500,
-                           client_ts=["10.200.0.1/32"], gw_ts=["10.100.0.0/24"])
+    client, gwsa = sa_pair(
+        client_local=lab.addr("c1", "eth0", 4),
+        client_peer=lab.addr("gw", "eth0", 4),
+        gw_local=lab.addr("gw", "eth0", 4),
+        gw_peer=lab.addr("nat", "wan0", 4),
+        gw_peer_port=4500,
+        client_ts=["10.200.0.1/32"],
+        gw_ts=["10.100.0.0/24"],
+    )
     gw.ctl("sa.add", **gwsa)
     c1.ctl("sa.add", **client)
     srv = lab.popen("gw", ["iperf3", "-s", "-B", GW_INNER, "-p", "5201"])
@@ -94,7 +122,9 @@ def run_natt(lab: Lab) -> dict[str, Any]:
 
 def run_strongswan(lab: Lab) -> dict[str, Any]:
     psk = "bench-psk-not-secret-0123456789"
-    gw = start_charon(lab, "gw", psk_gateway(lab.addr("gw", "eth0", 4), "10.100.0.0/24", "10.200.0.0/28", psk))
+    gw = start_charon(
+        lab, "gw", psk_gateway(lab.addr("gw", "eth0", 4), "10.100.0.0/24", "10.200.0.0/28", psk)
+    )
     c1 = start_charon(lab, "c1", psk_client(lab.addr("gw", "eth0", 4), "10.100.0.0/24", psk))
     try:
         swanctl(lab, c1, "--initiate", "--child", "home", "--timeout", "10")

@@ -39,6 +39,7 @@ from natt.sadb import Checkpoint
 log = logging.getLogger("natt")
 drop_log = RateLimitedLog(logging.getLogger("natt.drops"))
 
+SO_NO_CHECK = 11
 BATCH = 256  # datagrams or TUN packets handled per readiness callback
 
 
@@ -116,6 +117,8 @@ class NattDaemon:
             sock = socket.socket(family, socket.SOCK_DGRAM)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            else:  # RFC 3948 §2.1, §2.3: the IPv4 UDP checksum SHOULD be sent as zero
+                sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
             mark_socket(sock, self.cfg.tun.fwmark)

@@ -74,8 +74,12 @@ def start_charon(lab: Any, host: str, swanctl_conf: str, *, timeout: float = 10.
     vici = d / "charon.vici"
     vici.unlink(missing_ok=True)
     out = open(d / "stdout.log", "wb")  # noqa: SIM115 - kept open for the process lifetime
-    proc = lab.popen(host, ["env", f"STRONGSWAN_CONF={d}/strongswan.conf", "/usr/sbin/charon-systemd"],
-                     stdout=out, stderr=subprocess.STDOUT)
+    proc = lab.popen(
+        host,
+        ["env", f"STRONGSWAN_CONF={d}/strongswan.conf", "/usr/sbin/charon-systemd"],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + timeout
     while not vici.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -87,8 +91,17 @@ def start_charon(lab: Any, host: str, swanctl_conf: str, *, timeout: float = 10.
 
 
 def swanctl(lab: Any, c: Charon, *args: str, timeout: float = 30) -> str:
-    res = lab.run(c.host, "env", f"STRONGSWAN_CONF={c.dir}/strongswan.conf", f"SWANCTL_DIR={c.dir}/swanctl",
-                  "swanctl", *args, "--uri", c.uri, timeout=timeout)
+    res = lab.run(
+        c.host,
+        "env",
+        f"STRONGSWAN_CONF={c.dir}/strongswan.conf",
+        f"SWANCTL_DIR={c.dir}/swanctl",
+        "swanctl",
+        *args,
+        "--uri",
+        c.uri,
+        timeout=timeout,
+    )
     return str(res.stdout)
 
 
