@@ -41,9 +41,7 @@ def sh(
 ) -> subprocess.CompletedProcess[str]:
     res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input, cwd=REPO)
     if check and res.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(argv)} failed ({res.returncode}): {res.stderr.strip() or res.stdout.strip()}"
-        )
+        raise RuntimeError(f"{' '.join(argv)} failed ({res.returncode}): {res.stderr.strip() or res.stdout.strip()}")
     return res
 
 
@@ -112,9 +110,7 @@ class Daemon:
                     )
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(
-                        f"{self.host}/{self.name}: no {substr!r} in {timeout} s:\n" + self.log_tail()
-                    )
+                    raise TimeoutError(f"{self.host}/{self.name}: no {substr!r} in {timeout} s:\n" + self.log_tail())
                 self._cond.wait(min(left, 0.1))
 
     def log_tail(self, n: int = 40) -> str:
@@ -193,9 +189,7 @@ class Lab:
                 "net.ipv6.conf.default.accept_ra=0",
             )
             fwd = "1" if host in t.forwarding else "0"
-            self.run(
-                host, "sysctl", "-qw", f"net.ipv4.ip_forward={fwd}", f"net.ipv6.conf.all.forwarding={fwd}"
-            )
+            self.run(host, "sysctl", "-qw", f"net.ipv4.ip_forward={fwd}", f"net.ipv6.conf.all.forwarding={fwd}")
         for n, link in enumerate(t.links):
             ta, tb = f"{self.prefix}a{n}", f"{self.prefix}b{n}"
             sh(
@@ -310,9 +304,7 @@ class Lab:
         log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
         full_env = dict(os.environ, NOTIFY_SOCKET=str(notify), PYTHONUNBUFFERED="1", **(env or {}))
         full_env.pop("JOURNAL_STREAM", None)
-        proc = subprocess.Popen(
-            self._argv(host, argv), stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO
-        )
+        proc = subprocess.Popen(self._argv(host, argv), stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
         log.close()
         daemon = Daemon(name, host, proc, log_path, notify, _sock=sock)
         threading.Thread(target=daemon._listen, daemon=True).start()

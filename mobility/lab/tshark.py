@@ -14,9 +14,7 @@ MALFORMED = '_ws.malformed || _ws.expert.severity == "Error"'
 
 
 def _tshark(pcap: Path, args: list[str]) -> str:
-    res = subprocess.run(
-        ["tshark", "-n", "-r", str(pcap), *args], capture_output=True, text=True, timeout=120
-    )
+    res = subprocess.run(["tshark", "-n", "-r", str(pcap), *args], capture_output=True, text=True, timeout=120)
     if res.returncode != 0:
         raise RuntimeError(f"tshark failed on {pcap}: {res.stderr.strip()}")
     return res.stdout
@@ -46,9 +44,7 @@ def tshark_fields(
 
 def malformed(pcap: Path, extra_opts: list[str] | None = None) -> list[str]:
     """One summary line per frame tshark marks malformed or with an error-level expert item."""
-    return [
-        line for line in _tshark(pcap, [*(extra_opts or []), "-Y", MALFORMED]).splitlines() if line.strip()
-    ]
+    return [line for line in _tshark(pcap, [*(extra_opts or []), "-Y", MALFORMED]).splitlines() if line.strip()]
 
 
 def count(pcap: Path, display_filter: str, extra_opts: list[str] | None = None) -> int:

@@ -35,9 +35,7 @@ class ServiceSection:
     state_dir: Path | None = field(
         default=None, metadata={"doc": "state directory (default $STATE_DIRECTORY or /var/lib/mobility)"}
     )
-    watchdog: bool = field(
-        default=True, metadata={"doc": "answer the systemd watchdog when WatchdogSec is set"}
-    )
+    watchdog: bool = field(default=True, metadata={"doc": "answer the systemd watchdog when WatchdogSec is set"})
 
 
 def control_socket_path(svc: ServiceSection, daemon: str) -> Path:
@@ -213,3 +211,53 @@ def read_secret_file(path: Path) -> bytes:
             [f"{path}:0: secret file is readable by group/others (mode {st.st_mode & 0o777:o}): chmod 600"]
         )
     return path.read_bytes()
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, tuple | list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def example_toml(schema: type[Any], daemon: str) -> str:
+    """A commented example config generated from the schema (docs from field metadata)."""
+    lines = [
+        f"# /etc/mobility/{daemon}.toml, generated from {schema.__module__}.{schema.__name__}.",
+        "# Every key is shown with its default; commented keys have no default value to show.",
+    ]
+
+    def section(tp: type[Any], name: str) -> None:
+        hints = typing.get_type_hints(tp)
+        nested = []
+        if name:
+            lines.extend(["", f"[{name}]"])
+        for f in dataclasses.fields(tp):
+            if dataclasses.is_dataclass(hints[f.name]):
+                nested.append(f)
+                continue
+            if doc := f.metadata.get("doc"):
+                lines.append(f"# {doc}")
+            default = f.default if f.default is not dataclasses.MISSING else None
+            if f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            if default is None:
+                lines.append(f"# {f.name} =")
+            else:
+                lines.append(f"{f.name} = {_toml_value(default)}")
+        for f in nested:
+            section(hints[f.name], f"{name}.{f.name}" if name else f.name)
+
+    section(schema, "")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import importlib
+    import sys
+
+    mod, _, cls = sys.argv[1].partition(":")
+    print(example_toml(getattr(importlib.import_module(mod), cls), sys.argv[2]), end="")

@@ -142,9 +142,7 @@ def build_ip(src: bytes, dst: bytes, proto: int, payload: bytes, ttl: int = 64) 
     return struct.pack("!IHBB16s16s", 0x60000000, len(payload), proto, ttl, src, dst) + payload
 
 
-def rewrite_address(
-    packet: bytes, hdr: IpHeader, *, src: bytes | None = None, dst: bytes | None = None
-) -> bytes:
+def rewrite_address(packet: bytes, hdr: IpHeader, *, src: bytes | None = None, dst: bytes | None = None) -> bytes:
     """Replace the source and/or destination of a whole packet, fixing IPv4 and L4 checksums
     incrementally (RFC 3948 §3.1.1 option 3, NAT of the inner packet)."""
     new_src = hdr.src if src is None else src

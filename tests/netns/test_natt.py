@@ -38,9 +38,7 @@ def gw_addr(v6: bool) -> str:
     return "2001:db8:1::2" if v6 else "192.0.2.2"
 
 
-def learn_mappings(
-    gw: NattHandle, clients: list[NattHandle], v6: bool
-) -> tuple[list[tuple[str, int]], ControlClient]:
+def learn_mappings(gw: NattHandle, clients: list[NattHandle], v6: bool) -> tuple[list[tuple[str, int]], ControlClient]:
     """Each client's natt sends an IKE message from port 4500; the gateway's registered IKE owner
     receives it (marker removed) with the NAT-mapped source, exactly what IKE would learn."""
     owner = ControlClient(gw.socket)
@@ -61,17 +59,13 @@ def learn_mappings(
 def echo_server(lab: Lab, host: str, bind: str, port: int = 7000) -> Any:
     import subprocess
 
-    p = lab.popen(
-        host, [PY, "-m", "tests.support.echo", "server", bind, str(port)], stdout=subprocess.PIPE, text=True
-    )
+    p = lab.popen(host, [PY, "-m", "tests.support.echo", "server", bind, str(port)], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "ready"
     return p
 
 
 def probe(lab: Lab, host: str, dst: str, text: str, port: int = 7000) -> None:
-    out = lab.run(
-        host, PY, "-m", "tests.support.echo", "udp", dst, str(port), text, "3", check=False, timeout=20
-    )
+    out = lab.run(host, PY, "-m", "tests.support.echo", "udp", dst, str(port), text, "3", check=False, timeout=20)
     assert text in out.stdout, f"UDP {host} -> {dst}: {out.stdout} {out.stderr}"
     out = lab.run(host, PY, "-m", "tests.support.echo", "tcp", dst, str(port), text + "-tcp", timeout=20)
     assert text + "-tcp" in out.stdout
@@ -114,7 +108,7 @@ def test_tunnel_mode_two_clients_same_inner_address(natt_lab: Lab, v6: bool) -> 
         c.ctl("sa.add", **csa)
         sas.append((csa, gsa))
     server = echo_server(lab, "gw", "::" if v6 else "0.0.0.0")
-    for n, c in enumerate(clients):
+    for c in clients:
         probe(lab, c.host, target, f"hello-from-{c.host}")
     # the gateway's applications saw two distinct peers, not one confused 10.200.0.1
     seen = {server.stdout.readline().split()[1] for _ in range(4)}
@@ -196,16 +190,9 @@ def test_ike_relay_both_ways_leaves_from_4500(natt_lab: Lab) -> None:
     reply = fake_ike(77)
     gw_owner.call("ike.send", dst=nat_ip, dport=nat_port, data=base64.b64encode(reply).decode())
     ev = client_owner.read_event(5.0)
-    assert (
-        ev is not None
-        and base64.b64decode(ev["data"]) == reply
-        and ev["src"] == "192.0.2.2"
-        and ev["sport"] == 4500
-    )
+    assert ev is not None and base64.b64decode(ev["data"]) == reply and ev["src"] == "192.0.2.2" and ev["sport"] == 4500
     gw_pcap = next(p for p in lab.stop_captures() if p.name.startswith("gw-eth0"))
-    rows = tshark_fields(
-        gw_pcap, "udpencap.non_esp_marker && isakmp", ["ip.src", "udp.srcport", "udp.dstport"]
-    )
+    rows = tshark_fields(gw_pcap, "udpencap.non_esp_marker && isakmp", ["ip.src", "udp.srcport", "udp.dstport"])
     assert ["192.0.2.2", "4500", str(nat_port)] in rows
     assert ["192.0.2.1", str(nat_port), "4500"] in rows
     assert malformed(gw_pcap) == []
@@ -237,9 +224,7 @@ def test_keepalives_idle_only_and_stop_after_linger(natt_lab: Lab) -> None:
     time.sleep(6)
     owner.close()
     gw_pcap = next(p for p in lab.stop_captures() if p.name.startswith("gw-eth0"))
-    rows = tshark_fields(
-        gw_pcap, "udpencap.nat_keepalive", ["frame.time_epoch", "udp.checksum", "udp.srcport"]
-    )
+    rows = tshark_fields(gw_pcap, "udpencap.nat_keepalive", ["frame.time_epoch", "udp.checksum", "udp.srcport"])
     times = [float(r[0]) for r in rows]
     assert all(r[1] == "0x0000" for r in rows), "IPv4 keepalives carry UDP checksum 0"
     idle = [t for t in times if t_idle < t < t_busy]

@@ -65,9 +65,7 @@ def udp_packet(src: str, dst: str, payload: bytes = b"hello", sport: int = 1234,
     if len(s) == 4:  # force a checksum even for IPv4 so we can check the NAT fix-ups
         seg = (
             seg[:6]
-            + ip.checksum(ip.pseudo_header(s, d, 17, len(seg)) + seg[:6] + b"\0\0" + seg[8:]).to_bytes(
-                2, "big"
-            )
+            + ip.checksum(ip.pseudo_header(s, d, 17, len(seg)) + seg[:6] + b"\0\0" + seg[8:]).to_bytes(2, "big")
             + seg[8:]
         )
     return ip.build_ip(s, d, ip.PROTO_UDP, seg)
@@ -255,9 +253,7 @@ def test_keepalives_idle_only_and_stop_after_linger() -> None:
     ka = sends(c.on_timer(now=11.5))
     assert ka == [Send("192.0.2.2", 4500, b"\xff")]
     c.del_sa(csa.spi_in, now=12)
-    times = [
-        t for t in itertools.takewhile(lambda x: x < 40, itertools.count(12, 0.5)) if sends(c.on_timer(now=t))
-    ]
+    times = [t for t in itertools.takewhile(lambda x: x < 40, itertools.count(12, 0.5)) if sends(c.on_timer(now=t))]
     assert times and max(times) < 22.5  # linger N = 10 s after the last SA ended
     assert c.next_deadline() is None
 
