@@ -43,7 +43,7 @@ def tunnel(lab: Lab, persistent: bool = False) -> tuple[NattHandle, NattHandle, 
 
 def test_flood_of_bad_datagrams_is_dropped_and_counted(lab_factory: Callable[..., Lab]) -> None:
     lab = lab_factory(two_site_nat_topology(), bad=True)
-    gw, c1, _, gsa = tunnel(lab)
+    gw, c1, _, _gsa = tunnel(lab)
     echo_server(lab, "gw", "0.0.0.0")
     before = gw.ctl("sas")[0]
     valid = lab.popen(
@@ -80,7 +80,7 @@ def test_flood_of_bad_datagrams_is_dropped_and_counted(lab_factory: Callable[...
 
 def test_persistent_sa_survives_kill9(lab_factory: Callable[..., Lab]) -> None:
     lab = lab_factory(two_site_nat_topology())
-    gw, c1, csa, gsa = tunnel(lab, persistent=True)
+    gw, _c1, _csa, gsa = tunnel(lab, persistent=True)
     echo_server(lab, "gw", "0.0.0.0")
     ok = lab.run("c1", PY, "-m", "tests.support.echo", "udp", "10.100.0.1", "7000", "before", "5", timeout=30)
     assert "before" in ok.stdout
