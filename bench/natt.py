@@ -122,9 +122,7 @@ def run_natt(lab: Lab) -> dict[str, Any]:
 
 def run_strongswan(lab: Lab) -> dict[str, Any]:
     psk = "bench-psk-not-secret-0123456789"
-    gw = start_charon(
-        lab, "gw", psk_gateway(lab.addr("gw", "eth0", 4), "10.100.0.0/24", "10.200.0.0/28", psk)
-    )
+    gw = start_charon(lab, "gw", psk_gateway(lab.addr("gw", "eth0", 4), "10.100.0.0/24", "10.200.0.0/28", psk))
     c1 = start_charon(lab, "c1", psk_client(lab.addr("gw", "eth0", 4), "10.100.0.0/24", psk))
     try:
         swanctl(lab, c1, "--initiate", "--child", "home", "--timeout", "10")

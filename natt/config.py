@@ -30,12 +30,8 @@ class KeepaliveSection:
 @dataclass(frozen=True, slots=True)
 class TunSection:
     name: str = field(default="natt0", metadata={"doc": "TUN device of the userspace data plane"})
-    mtu: int = field(
-        default=1400, metadata={"doc": "MTU of the TUN device (inner packets)", "range": (1280, 9000)}
-    )
-    table: int = field(
-        default=4500, metadata={"doc": "routing table for inner destinations", "range": (1, 2**31 - 1)}
-    )
+    mtu: int = field(default=1400, metadata={"doc": "MTU of the TUN device (inner packets)", "range": (1280, 9000)})
+    table: int = field(default=4500, metadata={"doc": "routing table for inner destinations", "range": (1, 2**31 - 1)})
     fwmark: int = field(
         default=0x4500,
         metadata={
@@ -57,9 +53,7 @@ class NattConfig:
         default=(IPv4Address("0.0.0.0"), IPv6Address("::")),
         metadata={"doc": "addresses to own UDP `port` on (IPv4 and/or IPv6)"},
     )
-    port: int = field(
-        default=4500, metadata={"doc": "UDP port for IKE and ESP (RFC 3948)", "range": (1, 65535)}
-    )
+    port: int = field(default=4500, metadata={"doc": "UDP port for IKE and ESP (RFC 3948)", "range": (1, 65535)})
     dataplane: Literal["auto", "kernel", "userspace"] = field(
         default="auto",
         metadata={"doc": "auto: kernel XFRM when the kernel can install an ESP state, else userspace (TUN)"},

@@ -71,6 +71,7 @@ class NattDaemon:
         self._tun: Any = None
         self._routing: Any = None
         self._kernel: Any = None
+        self._kernel_poll: asyncio.Task[None] | None = None
         self._store: StateStore | None = None
         self._records: dict[int, dict[str, Any]] = {}
         self._ike_owner: ControlConnection | None = None
@@ -104,6 +105,7 @@ class NattDaemon:
             from mobility.dataplane.kernel import KernelEspBackend
 
             self._kernel = KernelEspBackend()
+            self._kernel_poll = self._loop.create_task(self._poll_kernel_seq())
         self._store = StateStore(self.ctx.state_dir / "natt.sqlite")
         self._restore()
         self._rearm()
@@ -138,9 +140,7 @@ class NattDaemon:
         assert self._loop is not None
         t = self.cfg.tun
         self._tun = TunDevice(t.name)
-        self._routing = PolicyRouting(
-            t.name, table=t.table, mark=t.fwmark, priority=t.rule_priority, mtu=t.mtu
-        )
+        self._routing = PolicyRouting(t.name, table=t.table, mark=t.fwmark, priority=t.rule_priority, mtu=t.mtu)
         self._routing.setup(t.addresses)
         self._loop.add_reader(self._tun.fd, self._on_tun)
 
@@ -168,6 +168,8 @@ class NattDaemon:
         if self._routing is not None:
             self._routing.teardown()
         if self._kernel is not None:
+            if self._kernel_poll is not None:
+                self._kernel_poll.cancel()
             for sa in self._live_sas():
                 try:
                     self._kernel.del_sa(sa)
@@ -176,6 +178,19 @@ class NattDaemon:
             self._kernel.close()
         if self._store is not None:
             self._store.close()
+
+    async def _poll_kernel_seq(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for sa in self._live_sas():
+                if not sa.persistent:
+                    continue
+                try:
+                    out = self._kernel.counters(sa)["out_packets"]
+                except OSError as e:
+                    log.debug("kernel counters for %#x: %s", sa.spi_in, e)
+                    continue
+                self._apply(self.engine.note_kernel_seq(sa.spi_in, out))
 
     def reload(self, cfg: NattConfig) -> str:
         fixed = ("listen", "port", "dataplane", "tun", "service")
@@ -355,8 +370,8 @@ class NattDaemon:
     def _install(self, sa: EspSaPair, *, now: float, restored: Checkpoint | None = None) -> None:
         actions = self.engine.add_sa(sa, now=now, restored=restored)  # ValueError: nothing changed
         if self._kernel is not None:
-            try:
-                self._kernel.add_sa(sa)
+            try:  # a restored SA continues above its persisted reservation (no IV reuse)
+                self._kernel.add_sa(sa, oseq=self.engine.restored_out_seq(sa.spi_in))
             except OSError as e:
                 self.engine.del_sa(sa.spi_in, now=now)
                 raise ValueError(f"kernel refused the SA: {e}") from None

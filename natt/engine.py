@@ -162,15 +162,9 @@ class NattEngine:
         src = sa.local_ts[0].network_address if len(sa.local_ts) == 1 else None
         if sa.local_ts and sa.local_ts[0].prefixlen != sa.local_ts[0].max_prefixlen:
             src = None
-        actions += [
-            Program(RouteAdd(key, src if src and src.version == key.version else None)) for key in live.keys
-        ]
+        actions += [Program(RouteAdd(key, src if src and src.version == key.version else None)) for key in live.keys]
         actions.append(
-            Notify(
-                SaAdded(
-                    sa.spi_in, sa.spi_out, str(sa.peer), sa.peer_port, sa.mode.value, restored is not None
-                )
-            )
+            Notify(SaAdded(sa.spi_in, sa.spi_out, str(sa.peer), sa.peer_port, sa.mode.value, restored is not None))
         )
         return actions
 
@@ -201,6 +195,20 @@ class NattEngine:
         actions += [Program(RouteDel(key)) for key in live.keys]
         actions.append(Notify(SaRemoved(spi_in, reason)))
         return actions
+
+    def note_kernel_seq(self, spi_in: int, seq_out: int) -> list[Action]:
+        """Kernel backend: the kernel numbers outbound packets; keep the persisted reservation ahead
+        of it (polled by the shell) so a restore never reuses a sequence number (and GCM IV)."""
+        live = self._get(spi_in)
+        live.seq_out = max(live.seq_out, seq_out)
+        cp = live.checkpoint
+        if cp is None or live.seq_out + OUT_RESERVE_CHUNK // 2 <= cp.out_reserved:
+            return []
+        cp.out_reserved = live.seq_out + OUT_RESERVE_CHUNK
+        return [Persist(SeqReserved(spi_in, cp.out_reserved, cp.in_reserved))]
+
+    def restored_out_seq(self, spi_in: int) -> int:
+        return self._get(spi_in).seq_out
 
     def sas(self) -> list[dict[str, Any]]:
         return [live.to_json() for live in self._by_spi.values()]
@@ -339,9 +347,7 @@ class NattEngine:
         payload = plain[:end]
         try:
             packet = (
-                self._tunnel_in(live, nh, payload)
-                if sa.mode is Mode.TUNNEL
-                else self._transport_in(live, nh, payload)
+                self._tunnel_in(live, nh, payload) if sa.mode is Mode.TUNNEL else self._transport_in(live, nh, payload)
             )
         except DecodeError as e:
             c.inner += 1
@@ -417,9 +423,7 @@ class NattEngine:
             payload = packet
         else:
             if not hdr.first_fragment:
-                return self._drop(
-                    "fragment", "local", "transport mode takes whole datagrams (RFC 4303 §3.3.4)"
-                )
+                return self._drop("fragment", "local", "transport mode takes whole datagrams (RFC 4303 §3.3.4)")
             nh, payload = hdr.proto, packet[hdr.header_len :]
         if live.seq_out >= live.seq_limit:
             return self._drop("seq_exhausted", "local", f"SPI {sa.spi_in:#x}")

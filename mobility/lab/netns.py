@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -143,7 +144,7 @@ class Lab:
     def __init__(self, topology: Topology, scenario: str, *, bad: bool = False, capture: bool = True) -> None:
         self.topology, self.scenario, self.bad, self.capture = topology, sanitize(scenario), bad, capture
         self.prefix = "m" + secrets.token_hex(3)
-        self.run_dir = BUILD / "lab" / self.prefix
+        self.run_dir = REGISTRY / self.prefix  # tmpfs: unix sockets cannot live on the guest's 9p shares
         self.capture_dir = CAPTURES / self.scenario
         self._daemons: list[Daemon] = []
         self._procs: list[subprocess.Popen[Any]] = []
@@ -253,6 +254,7 @@ class Lab:
         for host in self.topology.hosts:
             sh("ip", "netns", "del", self.ns(host), check=False)
         (REGISTRY / f"{self.prefix}.json").unlink(missing_ok=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
         self._built = False
 
     # ---- commands and processes ------------------------------------------------------------------
