@@ -47,7 +47,9 @@ mount -t proc proc $R/proc; mount -t sysfs sysfs $R/sys; mount -t devtmpfs devtm
 mkdir -p $R/dev/pts $R/dev/shm $R/run/guest
 mount -t devpts devpts $R/dev/pts; mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
 mount -t 9p -o {NINEP} xchg $R/run/guest
-while read -r tag path; do mkdir -p "$R$path"; mount -t 9p -o {NINEP} "$tag" "$R$path" || echo "guest: share $path failed"; done < $R/run/guest/shares
+while read -r tag path; do
+  mkdir -p "$R$path"; mount -t 9p -o {NINEP} "$tag" "$R$path" || echo "guest: share $path failed"
+done < $R/run/guest/shares
 hostname guest
 echo /sbin/modprobe > /proc/sys/kernel/modprobe
 echo "guest: command starts at uptime $(cut -d' ' -f1 /proc/uptime)"
