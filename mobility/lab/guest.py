@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -165,7 +166,7 @@ def _accel() -> list[str]:
 def run_in_guest(
     argv: list[str],
     *,
-    shares: list[Path] = (),
+    shares: Sequence[Path] = (),
     timeout: float = 1200,
     mem: int = 1024,
     cpus: int = 2,
