@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from mobility.lab.natt import sa_pair, start_natt
 from mobility.lab.netns import Lab
 from mobility.lab.strongswan import psk_client, psk_gateway, start_charon, stop_charon, swanctl
 from mobility.lab.topology import two_site_nat_topology
-from tests.support.natt import sa_pair, start_natt
 
 RATES_1400_MBIT = (50, 100, 150, 200, 250, 300, 400, 500)
 RATES_64_KPPS = (5, 10, 20, 30, 40, 60, 80)
@@ -156,10 +156,12 @@ def report(natt: dict[str, Any], sw: dict[str, Any]) -> None:
 
 
 def main() -> int:
+    only = sys.argv[1] if len(sys.argv) > 1 else ""
     with Lab(two_site_nat_topology(), "bench-natt") as lab:
-        natt = run_natt(lab)
-        sw = run_strongswan(lab)
-    report(natt, sw)
+        natt = run_natt(lab) if only in ("", "natt") else None
+        sw = run_strongswan(lab) if only in ("", "strongswan") else None
+    if natt and sw:
+        report(natt, sw)
     return 0
 
 

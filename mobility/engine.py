@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per packet, and frozen __init__ is several times slower
 class Send:
     """Send `data` as one UDP datagram to (addr, port) from the engine's socket."""
 
@@ -20,7 +20,7 @@ class Send:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Deliver:
     """Hand a decapsulated inner IP packet to the local stack (TUN write)."""
 

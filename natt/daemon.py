@@ -220,17 +220,24 @@ class NattDaemon:
         return self._loop.time()
 
     def _on_udp(self, sock: socket.socket) -> None:
-        inbound, now = self.engine.inbound, self._now()
+        inbound, now, recv = self.engine.inbound, self._now(), sock.recvfrom
+        tun_fd = self._tun.fd if self._tun is not None else -1
         for _ in range(BATCH):
             try:
-                data, addr = sock.recvfrom(65535)
+                data, addr = recv(65535)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:  # ICMP errors surface here; never fatal
                 log.debug("UDP receive: %s", e)
                 continue
             actions = inbound(data, addr[0], addr[1], now=now)
-            if actions:
+            if len(actions) == 1 and type(actions[0]) is Deliver and tun_fd >= 0:
+                try:
+                    os.write(tun_fd, actions[0].packet)
+                except OSError as e:
+                    self.engine.drops["tun_write"] += 1
+                    log.debug("TUN write refused: %s", e)
+            elif actions:
                 self._apply(actions)
 
     def _on_tun(self) -> None:

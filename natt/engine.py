@@ -384,10 +384,12 @@ class NattEngine:
         hdr = ip.parse_ip(payload, "inner")
         if (hdr.version == 4) != (nh == ip.PROTO_IPV4):
             raise DecodeError("inner", "version", 0, "does not match the ESP Next Header")
-        src = ip_address(hdr.src)
-        if not any(src in net for net in live.sa.remote_ts if net.version == hdr.version):
-            raise DecodeError("inner", "source", 12, f"{src} not allowed for this SA (RFC 3948 §3.1.1)")
-        if live.nat_addr and hdr.src == live.peer_inner:
+        src = hdr.src
+        if src not in live.allowed_hosts:
+            value = int.from_bytes(src, "big")
+            if not any(v == hdr.version and value & mask == net for v, net, mask in live.allowed_nets):
+                raise DecodeError("inner", "source", 12, f"{ip_address(src)} not allowed for this SA (RFC 3948 §3.1.1)")
+        if live.nat_addr and src == live.peer_inner:
             return ip.rewrite_address(payload, hdr, src=live.nat_addr)  # §3.1.1 option 3 (Tn1)
         return payload
 
@@ -408,20 +410,32 @@ class NattEngine:
 
     # ---- data path: local stack → UDP 4500 ---------------------------------------------------
     def outbound(self, packet: bytes, *, now: float) -> list[Action]:
-        try:
-            hdr = ip.parse_ip(packet, "tun")
-        except DecodeError as e:
-            return self._drop("tun_malformed", "local", str(e))
-        live = self._out.lookup(hdr.dst)
+        # Packets from our own stack: read the destination cheaply; parse fully where we rewrite.
+        version = packet[0] >> 4 if packet else 0
+        if version == 4 and len(packet) >= 20:
+            dst = packet[16:20]
+        elif version == 6 and len(packet) >= 40:
+            dst = packet[24:40]
+        else:
+            return self._drop("tun_malformed", "local", f"{len(packet)} bytes, version {version}")
+        live = self._out.lookup(dst)
         if live is None:
-            return self._drop("no_sa", "local", str(hdr.dst_addr))
+            return self._drop("no_sa", "local", str(ip_address(dst)))
         sa = live.sa
         if sa.mode is Mode.TUNNEL:
-            nh = ip.PROTO_IPV4 if hdr.version == 4 else ip.PROTO_IPV6
-            if live.nat_addr and hdr.dst == live.nat_addr:
+            nh = ip.PROTO_IPV4 if version == 4 else ip.PROTO_IPV6
+            if live.nat_addr and dst == live.nat_addr:
+                try:
+                    hdr = ip.parse_ip(packet, "tun")
+                except DecodeError as e:
+                    return self._drop("tun_malformed", "local", str(e))
                 packet = ip.rewrite_address(packet, hdr, dst=live.peer_inner)
             payload = packet
         else:
+            try:
+                hdr = ip.parse_ip(packet, "tun")
+            except DecodeError as e:
+                return self._drop("tun_malformed", "local", str(e))
             if not hdr.first_fragment:
                 return self._drop("fragment", "local", "transport mode takes whole datagrams (RFC 4303 §3.3.4)")
             nh, payload = hdr.proto, packet[hdr.header_len :]
@@ -442,7 +456,9 @@ class NattEngine:
         live.counters.out_packets += 1
         live.counters.out_bytes += len(packet)
         peer = live.peer_str
-        self._sent(peer, sa.peer_port, now)
+        ps = self._peers.get((peer, sa.peer_port))
+        if ps is not None:
+            ps.last_tx = now
         if live.seq_out == live.seq_limit:
             actions.append(Notify(SaSeqExhausted(sa.spi_in)))
         actions.append(Send(peer, sa.peer_port, header + body))

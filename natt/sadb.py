@@ -73,6 +73,8 @@ class LiveSa:
     local_raw: bytes = b""
     peer_str: str = ""
     alias_raw: bytes = b""
+    allowed_hosts: frozenset[bytes] = frozenset()  # tunnel mode: remote_ts as raw host addresses
+    allowed_nets: tuple[tuple[int, int, int], ...] = ()  # (version, network, mask) for wider remote_ts
     counters: Counters = field(default_factory=Counters)
     checkpoint: Checkpoint | None = None
     in_chunk: int = 4
@@ -92,6 +94,10 @@ class LiveSa:
             local_raw=sa.local.packed,
             peer_str=str(sa.peer),
             created=now,
+        )
+        live.allowed_hosts = frozenset(n.network_address.packed for n in sa.remote_ts if n.prefixlen == n.max_prefixlen)
+        live.allowed_nets = tuple(
+            (n.version, int(n.network_address), int(n.netmask)) for n in sa.remote_ts if n.prefixlen != n.max_prefixlen
         )
         if sa.mode is Mode.TUNNEL and sa.inner_nat is not None:
             live.peer_inner = sa.remote_ts[0].network_address.packed

@@ -20,10 +20,13 @@ class IntegrityError(ValueError):
     """ICV mismatch or an impossible ciphertext length: drop and count (RFC 4303 §3.4.4)."""
 
 
+_PADS = [bytes(range(1, n + 1)) for n in range(256)]
+_TRAILERS = [_PADS[n] + bytes((n,)) for n in range(256)]
+
+
 def pad_trailer(payload_len: int, block: int) -> bytes:
     """Padding ‖ Pad Length (RFC 4303 §2.4): monotonic 1, 2, 3, ... up to a multiple of `block`."""
-    n = -(payload_len + 2) % block
-    return bytes(range(1, n + 1)) + bytes((n,))
+    return _TRAILERS[-(payload_len + 2) % block]
 
 
 def check_padding(plain: bytes) -> tuple[int, int]:
@@ -34,7 +37,7 @@ def check_padding(plain: bytes) -> tuple[int, int]:
     end = len(plain) - 2 - pad_len
     if end < 0:
         raise IntegrityError("pad length exceeds the payload")
-    if plain[end:-2] != bytes(range(1, pad_len + 1)):
+    if pad_len and plain[end:-2] != _PADS[pad_len]:
         raise IntegrityError("padding bytes are not 1, 2, 3, ...")
     return end, nh
 
