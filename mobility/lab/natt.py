@@ -1,4 +1,4 @@
-"""Lab helpers for natt scenarios (tests, demo, bench): config text, starting natt in a lab host, SA pairs with random keys."""
+"""Lab helpers for natt scenarios (tests, demo, bench): config, starting natt in a host, SA pairs with random keys."""
 
 from __future__ import annotations
 
