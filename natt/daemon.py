@@ -83,7 +83,7 @@ class NattDaemon:
             "sa.update": self._cmd_sa_update,
             "sa.del": self._cmd_sa_del,
             "stats": self._cmd_stats,
-            "peers": lambda args, conn: self.engine.peers(),
+            "peers": self._cmd_peers,
             "ike.register": self._cmd_ike_register,
             "ike.send": self._cmd_ike_send,
         }
@@ -425,6 +425,19 @@ class NattDaemon:
                 except OSError as e:
                     row["kernel_error"] = str(e)
         return rows
+
+    def _cmd_peers(self, args: dict[str, Any], conn: ControlConnection) -> list[dict[str, Any]]:
+        now = self._now()
+        return [
+            {
+                "peer": p["peer"],
+                "port": p["port"],
+                "keepalive_sas": p["keepalive_sas"],
+                "idle_s": round(now - p["last_tx"], 1),
+                "keepalive_linger_s": round(max(0.0, p["linger_until"] - now), 1),
+            }
+            for p in self.engine.peers()
+        ]
 
     def _cmd_stats(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
         return {

@@ -40,15 +40,18 @@ def ctl_table(h: NattHandle, command: str) -> None:
 def main() -> int:
     with Lab(two_site_nat_topology(), "demo") as lab:
         say("lab up: c1 (10.99.1.2) and c2 (10.99.2.2) behind the NAT (masquerade on 192.0.2.1), gw 192.0.2.2")
-        gw = start_natt(lab, "gw", interval_s=2, linger_s=6)
-        clients = [start_natt(lab, h, interval_s=2, linger_s=6, tun_addresses=("10.200.0.1/32",)) for h in ("c1", "c2")]
-        say("natt running on gw, c1, c2 (userspace ESP: this kernel has no ESP; `status` says why)")
+        gw = start_natt(lab, "gw", interval_s=2, linger_s=6, dataplane="auto")
+        clients = [
+            start_natt(lab, h, interval_s=2, linger_s=6, tun_addresses=("10.200.0.1/32",), dataplane="auto")
+            for h in ("c1", "c2")
+        ]
+        say(f"natt running on gw, c1, c2: dataplane auto chose {gw.ctl('status')['dataplane']}")
         owner = ControlClient(gw.socket)
         owner.call("ike.register")
         for n, c in enumerate(clients):
             ike = struct.pack("!QQBBBBII", 0x1000 + n, 0, 0, 0x20, 34, 0x08, 0, 28)
             c.ctl("ike.send", dst="192.0.2.2", dport=4500, data=base64.b64encode(ike).decode())
-        mappings = {}
+        mappings: dict[int, tuple[str, int]] = {}
         while len(mappings) < 2:
             ev = owner.read_event(5)
             if ev is None:

@@ -10,6 +10,26 @@ from typing import Any
 
 from mobility.service.control import ControlClient, ControlError
 
+# Default table columns per (daemon, command); --all shows every field, --json the raw result.
+COLUMNS: dict[tuple[str, str], list[str]] = {
+    ("natt", "sas"): [
+        "spi_in",
+        "spi_out",
+        "mode",
+        "cipher",
+        "peer",
+        "peer_port",
+        "remote_ts",
+        "inner_nat",
+        "peer_alias",
+        "persistent",
+        "in_packets",
+        "out_packets",
+        "drop_replay",
+        "drop_icv",
+    ],
+}
+
 
 def parse_value(text: str) -> Any:
     try:
@@ -22,14 +42,16 @@ def table(rows: list[dict[str, Any]]) -> str:
     cols: list[str] = []
     for row in rows:
         cols += [k for k in row if k not in cols]
-    cells = [[_cell(row.get(c, "")) for c in cols] for row in rows]
+    cells = [[_cell(row.get(c, ""), c) for c in cols] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(lines)
 
 
-def _cell(v: Any) -> str:
+def _cell(v: Any, key: str = "") -> str:
+    if key.startswith("spi") and isinstance(v, int):
+        return f"{v:#010x}"
     if isinstance(v, list):
         return ",".join(str(x) for x in v)
     if isinstance(v, float):
@@ -57,6 +79,7 @@ def render(result: Any, indent: str = "") -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mobilityctl", description="talk to a mobility daemon's control socket")
     p.add_argument("--json", action="store_true", help="print the raw JSON result")
+    p.add_argument("--all", action="store_true", help="tables: show every column")
     p.add_argument("--socket", type=Path, help="control socket (default /run/mobility/<daemon>.sock)")
     p.add_argument("daemon", help="natt, had, mobiled or ard")
     p.add_argument("command", nargs="?", default="status", help="e.g. status, sas, stats, help")
@@ -79,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     except ControlError as e:
         print(f"mobilityctl: {a.daemon} {a.command}: {e}", file=sys.stderr)
         return 1
+    cols = COLUMNS.get((a.daemon, a.command))
+    if cols and not a.all and isinstance(result, list):
+        result = [{k: row.get(k, "") for k in cols} for row in result if isinstance(row, dict)]
     print(json.dumps(result, indent=2) if a.json else render(result))
     return 0
 
