@@ -228,7 +228,7 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
 def test_mobilityctl_tables() -> None:
     text = render([{"spi_in": 1, "peer": "192.0.2.1"}, {"spi_in": 2, "peer": "192.0.2.9", "x": [1, 2]}])
     lines = text.splitlines()
-    assert lines[0].split() == ["SPI_IN", "PEER", "X"] and lines[2].split() == ["2", "192.0.2.9", "1,2"]
+    assert lines[0].split() == ["SPI_IN", "PEER", "X"] and lines[2].split() == ["0x00000002", "192.0.2.9", "1,2"]
     assert render({"a": 1, "drops": {"icv": 2}}) == "a: 1\ndrops:\n  icv: 2"
     r = subprocess.run(
         [sys.executable, "-m", "mobility.service.ctl", "--socket", "/nonexistent.sock", "natt", "status"],
