@@ -40,6 +40,7 @@ log = logging.getLogger("natt")
 drop_log = RateLimitedLog(logging.getLogger("natt.drops"))
 
 SO_NO_CHECK = 11
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 BATCH = 256  # datagrams or TUN packets handled per readiness callback
 
 
@@ -121,8 +122,9 @@ class NattDaemon:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             else:  # RFC 3948 §2.1, §2.3: the IPv4 UDP checksum SHOULD be sent as zero
                 sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            # bursts while the other core is busy: SO_*BUF alone is capped by net.core.[rw]mem_max
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
+            sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20)
             mark_socket(sock, self.cfg.tun.fwmark)
             if self.dataplane == "kernel":
                 from mobility.dataplane.probe import set_udp_encap

@@ -95,7 +95,7 @@ class PolicyRouting:
 
     def setup(self, addresses: tuple[str, ...] = ()) -> None:
         self._index = self._nl.call(self._nl.ipr.link_lookup, ifname=self.ifname)[0]
-        self._nl.call(self._nl.ipr.link, "set", index=self._index, state="up", mtu=self.mtu)
+        self._nl.call(self._nl.ipr.link, "set", index=self._index, state="up", mtu=self.mtu, txqlen=4000)
         for addr in addresses:
             iface = ip_interface(addr)
             self._nl.call(
