@@ -253,11 +253,11 @@ class NattEngine:
             if peer.keepalive_sas == 0:
                 # keep sending for N after the last SA ended; not to a mapping MOBIKE left
                 peer.linger_until = now + self._n if linger else 0.0
-        if peer.keepalive_sas == 0 and peer.linger_until <= now and not self._peer_in_use(key):
+        if peer.keepalive_sas == 0 and peer.linger_until <= now and not self._peer_in_use(key, besides=live):
             del self._peers[key]
 
-    def _peer_in_use(self, key: tuple[str, int]) -> bool:
-        return any((str(x.sa.peer), x.sa.peer_port) == key for x in self._by_spi.values())
+    def _peer_in_use(self, key: tuple[str, int], besides: LiveSa | None = None) -> bool:
+        return any((x.peer_str, x.sa.peer_port) == key for x in self._by_spi.values() if x is not besides)
 
     def _sent(self, addr: str, port: int, now: float) -> None:
         peer = self._peers.get((addr, port))

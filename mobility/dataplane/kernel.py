@@ -54,32 +54,35 @@ class KernelEspBackend:
         return [(Selector(lo, re), Selector(re, lo)) for lo in locals_ for re in sa.remote_ts]
 
     def add_sa(self, sa: EspSaPair, *, oseq: int = 0) -> None:
+        self._add_states(sa, oseq)
+        self._policies(sa, update=False)
+
+    def _add_states(self, sa: EspSaPair, oseq: int) -> None:
+        """Inbound (peer → us, our SPI) and outbound (us → peer, the peer's SPI) ESP-in-UDP states."""
         mode = XFRM_MODE_TUNNEL if sa.mode is Mode.TUNNEL else XFRM_MODE_TRANSPORT
-        rid = self.reqid(sa)
+        common: dict[str, Any] = {
+            "mode": mode,
+            "reqid": self.reqid(sa),
+            "replay_window": sa.replay_window,
+            "esn": sa.esn,
+        }
         self._x.add_state(
             src=sa.peer,
             dst=sa.local,
             spi=sa.spi_in,
-            mode=mode,
-            reqid=rid,
             encap=encap_tmpl(sa.peer_port, sa.local_port),
-            replay_window=sa.replay_window,
-            esn=sa.esn,
+            **common,
             **_crypto(sa, sa.key_in, sa.integ_key_in),
         )
         self._x.add_state(
             src=sa.local,
             dst=sa.peer,
             spi=sa.spi_out,
-            mode=mode,
-            reqid=rid,
             encap=encap_tmpl(sa.local_port, sa.peer_port),
-            replay_window=sa.replay_window,
-            esn=sa.esn,
             oseq=oseq,
+            **common,
             **_crypto(sa, sa.key_out, sa.integ_key_out),
         )
-        self._policies(sa, update=False)
 
     def _policies(self, sa: EspSaPair, *, update: bool) -> None:
         mode = XFRM_MODE_TUNNEL if sa.mode is Mode.TUNNEL else XFRM_MODE_TRANSPORT
@@ -96,31 +99,7 @@ class KernelEspBackend:
         """MOBIKE: the states are keyed by address, so they are replaced; policies are updated in place."""
         counters = self._x.get_state(old.peer, old.spi_out)
         self._del_states(old)
-        mode = XFRM_MODE_TUNNEL if new.mode is Mode.TUNNEL else XFRM_MODE_TRANSPORT
-        rid = self.reqid(new)
-        self._x.add_state(
-            src=new.peer,
-            dst=new.local,
-            spi=new.spi_in,
-            mode=mode,
-            reqid=rid,
-            encap=encap_tmpl(new.peer_port, new.local_port),
-            replay_window=new.replay_window,
-            esn=new.esn,
-            **_crypto(new, new.key_in, new.integ_key_in),
-        )
-        self._x.add_state(
-            src=new.local,
-            dst=new.peer,
-            spi=new.spi_out,
-            mode=mode,
-            reqid=rid,
-            encap=encap_tmpl(new.local_port, new.peer_port),
-            replay_window=new.replay_window,
-            esn=new.esn,
-            oseq=counters["packets"] + 1,
-            **_crypto(new, new.key_out, new.integ_key_out),
-        )
+        self._add_states(new, counters["packets"])  # keep numbering: no sequence number (GCM IV) reused
         if new.mode is Mode.TRANSPORT and (new.peer_alias is None) and old.peer != new.peer:
             for out_sel, in_sel in self._selectors(old):
                 self._x.del_policy(out_sel, XFRM_POLICY_OUT)

@@ -277,3 +277,35 @@ def test_persistent_sa_reserves_sequence_numbers() -> None:
     kinds = [type(a) for a in acts]
     assert kinds.index(Persist) < kinds.index(Deliver)  # reservation committed before delivery
     assert isinstance(acts[0].record, SeqReserved)
+
+
+def test_esn_round_trip_across_the_32_bit_boundary() -> None:
+    """RFC 4303 §2.2.1: 64-bit counters, only the low 32 bits on the wire, the high bits in the ICV."""
+    csa, gsa = gcm_pair(esn=True, persistent=True)
+    c, g = engine(), engine()
+    start = (1 << 32) - 3
+    c.add_sa(csa, now=0, restored=Checkpoint(out_reserved=start, in_reserved=0))
+    g.add_sa(gsa, now=0, restored=Checkpoint(out_reserved=0, in_reserved=start - 10))
+    pkt = udp_packet("10.200.0.1", "10.100.0.1")
+    seqs = []
+    for _ in range(6):
+        (out,) = sends(c.outbound(pkt, now=1))
+        seqs.append(int.from_bytes(out.data[4:8], "big"))
+        assert delivered(g.inbound(out.data, "192.0.2.1", 40000, now=1)) == [pkt]
+    assert seqs == [0xFFFFFFFE, 0xFFFFFFFF, 0, 1, 2, 3]
+    assert g.sas()[0]["replay_top"] == (1 << 32) + 3
+
+
+def test_mobike_peer_update_moves_traffic_and_keepalives() -> None:
+    _csa, gsa = gcm_pair()
+    g = engine()
+    g.add_sa(replace(gsa, keepalive=True), now=0)
+    g.update_sa_peer(gsa.spi_in, ip_address("198.51.100.7"), 41000, now=5)
+    (out,) = sends(g.outbound(udp_packet("10.100.0.1", "10.200.0.1"), now=6))
+    assert (out.addr, out.port) == ("198.51.100.7", 41000)
+    assert [(p["peer"], p["port"]) for p in g.peers()] == [("198.51.100.7", 41000)]
+    with pytest.raises(ValueError):
+        g.update_sa_peer(gsa.spi_in, ip_address("2001:db8::1"), 4500, now=7)  # family change refused
+    with pytest.raises(KeyError):
+        g.update_sa_peer(0x4242, ip_address("192.0.2.9"), 4500, now=7)
+    assert g.sa(gsa.spi_in).peer == ip_address("198.51.100.7")

@@ -237,3 +237,19 @@ def test_mobilityctl_tables() -> None:
         cwd=REPO,
     )
     assert r.returncode == 1 and "not running" in r.stderr
+
+
+def test_logging_goes_to_journald_under_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from systemd.journal import JournalHandler
+
+    from mobility.service.logging import setup_logging
+
+    monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
+    setup_logging("natt", verbose=True)
+    root = logging.getLogger()
+    assert isinstance(root.handlers[0], JournalHandler) and root.level == logging.DEBUG
+    monkeypatch.delenv("JOURNAL_STREAM")
+    setup_logging("natt", verbose=False)
+    assert not isinstance(logging.getLogger().handlers[0], JournalHandler)
