@@ -8,6 +8,7 @@ import base64
 import logging
 import os
 import socket
+import sys
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ log = logging.getLogger("natt")
 drop_log = RateLimitedLog(logging.getLogger("natt.drops"))
 
 SO_NO_CHECK = 11
+SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104  # include/uapi/linux/udp.h
+GSO_MAX_SEGMENTS, GSO_MAX_BYTES = 64, 60000
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 BATCH = 256  # datagrams or TUN packets handled per readiness callback
 
@@ -77,6 +80,7 @@ class NattDaemon:
         self._records: dict[int, dict[str, Any]] = {}
         self._ike_owner: ControlConnection | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._gso = True
         self._loop: asyncio.AbstractEventLoop | None = None
         self.handlers: dict[str, Handler] = {
             "sas": self._cmd_sas,
@@ -126,6 +130,11 @@ class NattDaemon:
             sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
             sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20)
             mark_socket(sock, self.cfg.tun.fwmark)
+            if self.dataplane == "userspace":
+                try:  # receive bursts coalesced: one syscall for up to 64 datagrams of one flow
+                    sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+                except OSError as e:
+                    log.debug("UDP_GRO unavailable: %s", e)
             if self.dataplane == "kernel":
                 from mobility.dataplane.probe import set_udp_encap
 
@@ -222,46 +231,97 @@ class NattDaemon:
         return self._loop.time()
 
     def _on_udp(self, sock: socket.socket) -> None:
-        inbound, now, recv = self.engine.inbound, self._now(), sock.recvfrom
+        inbound, now, recv = self.engine.inbound, self._now(), sock.recvmsg
         tun_fd = self._tun.fd if self._tun is not None else -1
+        space = socket.CMSG_SPACE(4)
         for _ in range(BATCH):
             try:
-                data, addr = recv(65535)
+                data, anc, _flags, addr = recv(65535, space)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:  # ICMP errors surface here; never fatal
                 log.debug("UDP receive: %s", e)
                 continue
-            actions = inbound(data, addr[0], addr[1], now=now)
-            if len(actions) == 1 and type(actions[0]) is Deliver and tun_fd >= 0:
-                try:
-                    os.write(tun_fd, actions[0].packet)
-                except OSError as e:
-                    self.engine.drops["tun_write"] += 1
-                    log.debug("TUN write refused: %s", e)
-            elif actions:
-                self._apply(actions)
+            datagrams = [data]
+            if anc and anc[0][0] == SOL_UDP and anc[0][1] == UDP_GRO:
+                seg = int.from_bytes(anc[0][2][:4], sys.byteorder)  # UDP_GRO: coalesced, split by size
+                if 0 < seg < len(data):
+                    datagrams = [data[i : i + seg] for i in range(0, len(data), seg)]
+            for datagram in datagrams:
+                actions = inbound(datagram, addr[0], addr[1], now=now)
+                if len(actions) == 1 and type(actions[0]) is Deliver and tun_fd >= 0:
+                    try:
+                        os.write(tun_fd, actions[0].packet)
+                    except OSError as e:
+                        self.engine.drops["tun_write"] += 1
+                        log.debug("TUN write refused: %s", e)
+                elif actions:
+                    self._apply(actions)
 
     def _on_tun(self) -> None:
+        """Encrypt what the TUN device holds; consecutive datagrams of one size to one peer leave
+        in one UDP GSO send, so the kernel (routing, NAT, veth) handles the burst once."""
         outbound, fd, now = self.engine.outbound, self._tun.fd, self._now()
-        socks = self._socks
+        batch: list[bytes] = []
+        dest: tuple[str, int] = ("", 0)
+        seg = 0
         for _ in range(BATCH):
             try:
                 packet = os.read(fd, 65536)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             actions = outbound(packet, now=now)
-            if len(actions) == 1 and type(actions[0]) is Send:
-                a = actions[0]
-                sock = socks.get(6 if ":" in a.addr else 4)
-                if sock is not None:
-                    try:
-                        sock.sendto(a.data, (a.addr, a.port))
-                    except OSError as e:
-                        self.engine.drops["send_error"] += 1
-                        log.debug("send to %s: %s", a.addr, e)
+            if len(actions) != 1 or type(actions[0]) is not Send:
+                self._flush(batch, dest, seg)
+                batch = []
+                self._apply(actions)
                 continue
-            self._apply(actions)
+            a = actions[0]
+            size = len(a.data)
+            if batch and (
+                (a.addr, a.port) != dest
+                or size > seg
+                or len(batch) >= GSO_MAX_SEGMENTS
+                or (len(batch) + 1) * seg > GSO_MAX_BYTES
+            ):
+                self._flush(batch, dest, seg)
+                batch = []
+            if not batch:
+                dest, seg = (a.addr, a.port), size
+            batch.append(a.data)
+            if size < seg:  # a shorter datagram can only end a GSO batch
+                self._flush(batch, dest, seg)
+                batch = []
+        self._flush(batch, dest, seg)
+
+    def _flush(self, batch: list[bytes], dest: tuple[str, int], seg: int) -> None:
+        if not batch:
+            return
+        sock = self._socks.get(6 if ":" in dest[0] else 4)
+        if sock is None:
+            self.engine.drops["no_socket"] += len(batch)
+            return
+        try:
+            if len(batch) == 1 or not self._gso:
+                for data in batch:
+                    sock.sendto(data, dest)
+                return
+            v4 = sock.family == socket.AF_INET
+            if v4:  # the kernel refuses GSO on a no-checksum socket: these carry a UDP checksum
+                sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 0)
+            try:
+                sock.sendmsg([b"".join(batch)], [(SOL_UDP, UDP_SEGMENT, seg.to_bytes(2, sys.byteorder))], 0, dest)
+            finally:
+                if v4:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+        except OSError as e:
+            if len(batch) > 1 and self._gso:
+                log.info("UDP GSO send failed (%s): sending datagrams one by one from now on", e)
+                self._gso = False
+                self._flush(batch, dest, seg)
+                return
+            self.engine.drops["send_error"] += len(batch)
+            log.debug("send to %s: %s", dest[0], e)
 
     def _apply(self, actions: list[Action]) -> None:
         for a in actions:
