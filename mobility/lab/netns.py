@@ -46,6 +46,24 @@ def sh(
     return res
 
 
+def wire_segmentation(ifname: str) -> None:
+    """Make a veth segment UDP GSO super-packets before its capture tap, as a wire would.
+
+    A veth advertises tx-udp-segmentation, so a sender's UDP_SEGMENT batch would otherwise cross
+    every veth (and a forwarding NAT) as one large packet and pcaps would show merged datagrams.
+    With the feature off the kernel segments at transmit, before the packet tap.
+    """
+    from pyroute2.ethtool import Ethtool
+
+    eth = Ethtool()
+    try:
+        feats = eth.get_features(ifname)
+        feats.features["tx-udp-segmentation"].enable = False
+        eth.set_features(ifname, feats)
+    finally:
+        eth.close()
+
+
 def cleanup_stale() -> list[str]:
     """Remove namespaces of lab runs whose owner process is gone."""
     removed: list[str] = []
@@ -193,21 +211,11 @@ class Lab:
             self.run(host, "sysctl", "-qw", f"net.ipv4.ip_forward={fwd}", f"net.ipv6.conf.all.forwarding={fwd}")
         for n, link in enumerate(t.links):
             ta, tb = f"{self.prefix}a{n}", f"{self.prefix}b{n}"
-            sh(
-                "ip",
-                "link",
-                "add",
-                ta,
-                "netns",
-                self.ns(link.a.host),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                tb,
-                "netns",
-                self.ns(link.b.host),
-            )
+            sh("ip", "link", "add", ta, "type", "veth", "peer", "name", tb)
+            for tmp in (ta, tb):
+                wire_segmentation(tmp)
+            sh("ip", "link", "set", ta, "netns", self.ns(link.a.host))
+            sh("ip", "link", "set", tb, "netns", self.ns(link.b.host))
             for tmp, end in ((ta, link.a), (tb, link.b)):
                 self.run(end.host, "ip", "link", "set", tmp, "name", end.ifname)
                 for addr in end.addrs:
