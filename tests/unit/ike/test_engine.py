@@ -1,0 +1,192 @@
+"""In-memory IKEv2 exchanges between our initiator and our responder (explicit `now`, no sockets)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from mobility.engine import Notify, Program
+from mobility.ike.engine import IkeEngine
+from mobility.ike.policy import (
+    ChildSaInstall,
+    Credentials,
+    Identity,
+    IkeDropped,
+    IkeSaEstablished,
+    IkeSaFailed,
+    Policy,
+    ts_from_network,
+)
+from mobility.ike.proposals import parse_suite
+from mobility.ike.sa import IkeSend
+from mobility.wire.ikev2 import CP, CfgAttr, CfgAttribute, CfgType, Protocol
+
+GW, MN = ("192.0.2.2", 500), ("198.51.100.7", 500)
+PSK = b"lab-psk-not-secret-0123456789abcdef"
+
+
+def policies(**kw: Any) -> tuple[Policy, Policy]:
+    ike = (
+        parse_suite("aes128gcm16-prfsha256-x25519", Protocol.IKE),
+        parse_suite("aes128-sha256-modp2048", Protocol.IKE),
+    )
+    esp = (parse_suite("aes128gcm16", Protocol.ESP), parse_suite("aes128-sha256", Protocol.ESP))
+    mn = Policy(
+        name="home",
+        local_id=Identity.parse("mn.example.test"),
+        remote_id=Identity.parse("gw.example.test"),
+        auth="psk",
+        credentials=Credentials(psk=PSK),
+        ike_suites=kw.pop("mn_ike", ike),
+        esp_suites=esp,
+        remote_ts=(ts_from_network("10.100.0.0/24"),),
+        cp_request=kw.pop("cp", (CfgAttribute(CfgAttr.INTERNAL_IP4_ADDRESS),)),
+    )
+    gw = Policy(
+        name="rw",
+        local_id=Identity.parse("gw.example.test"),
+        remote_id=Identity.parse("mn.example.test"),
+        auth="psk",
+        credentials=Credentials(psk=kw.pop("gw_psk", PSK)),
+        ike_suites=kw.pop("gw_ike", ike),
+        esp_suites=esp,
+        local_ts=(ts_from_network("10.100.0.0/24"),),
+    )
+    return mn, gw
+
+
+def assign(policy: Policy, who: str, cp: CP | None, now: float) -> tuple[list[CfgAttribute], list[Any], list[Any]]:
+    return [CfgAttribute(CfgAttr.INTERNAL_IP4_ADDRESS, bytes([10, 200, 0, 1]))], [], []
+
+
+def pair(mn: Policy, gw: Policy, **kw: Any) -> tuple[IkeEngine, IkeEngine]:
+    init = IkeEngine(rand=os.urandom)
+    resp = IkeEngine(
+        rand=os.urandom,
+        suites=gw.ike_suites,
+        lookup=lambda who: gw if who == "mn.example.test" else None,
+        assigner=assign,
+        local_addr=GW[0],
+        **kw,
+    )
+    return init, resp
+
+
+def run(init: IkeEngine, resp: IkeEngine, actions: list[Any], now: float = 0.0, rounds: int = 10) -> list[Any]:
+    """Carry IkeSend actions between the two engines until nothing is left; return all other actions."""
+    seen: list[Any] = []
+    for _ in range(rounds):
+        sends = [a for a in actions if isinstance(a, IkeSend)]
+        seen += [a for a in actions if not isinstance(a, IkeSend)]
+        if not sends:
+            return seen
+        actions = []
+        for s in sends:
+            if s.dst == GW[0]:
+                actions += resp.datagram(s.data, MN[0], s.sport, s.dport, now=now)
+            else:
+                actions += init.datagram(s.data, GW[0], s.sport, s.dport, now=now)
+    raise AssertionError("exchange did not finish")
+
+
+def events(actions: list[Any], kind: type) -> list[Any]:
+    return [a.event for a in actions if isinstance(a, Notify) and isinstance(a.event, kind)] + [
+        a.op for a in actions if isinstance(a, Program) and isinstance(a.op, kind)
+    ]
+
+
+def test_psk_exchange_installs_matching_child_sas() -> None:
+    mn, gw = policies()
+    init, resp = pair(mn, gw)
+    _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    out = run(init, resp, acts)
+    up = events(out, IkeSaEstablished)
+    assert len(up) == 2
+    kids = events(out, ChildSaInstall)
+    assert len(kids) == 2
+    a, b = kids[0].sa, kids[1].sa
+    assert a.spi_in == b.spi_out and a.spi_out == b.spi_in
+    assert a.key_in == b.key_out and a.key_out == b.key_in
+    mn_up = next(e for e in up if e.name == "home")
+    assert CfgAttribute(CfgAttr.INTERNAL_IP4_ADDRESS, bytes([10, 200, 0, 1])) in mn_up.attributes
+
+
+def test_wrong_psk_fails_and_installs_nothing() -> None:
+    mn, gw = policies(gw_psk=b"another-secret-entirely-0123456789")
+    init, resp = pair(mn, gw)
+    _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    out = run(init, resp, acts)
+    assert events(out, ChildSaInstall) == []
+    assert events(out, IkeSaEstablished) == []
+    assert len(events(out, IkeSaFailed)) == 2
+
+
+def test_invalid_ke_retry() -> None:
+    mn, gw = policies(gw_ike=(parse_suite("aes128-sha256-modp2048", Protocol.IKE),))
+    init, resp = pair(mn, gw)
+    _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    out = run(init, resp, acts)
+    assert len(events(out, IkeSaEstablished)) == 2
+    assert resp.counters["refused_invalid_ke_payload"] == 1
+
+
+def test_cookie_under_load() -> None:
+    mn, gw = policies()
+    init, resp = pair(mn, gw, cookie_threshold=0)
+    _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    out = run(init, resp, acts)
+    assert len(events(out, IkeSaEstablished)) == 2
+    assert resp.counters["cookie_demanded"] == 1
+
+
+def test_tampered_message_is_dropped_without_state_change() -> None:
+    mn, gw = policies()
+    init, resp = pair(mn, gw)
+    _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    init_req = acts[0]
+    r1 = resp.datagram(init_req.data, MN[0], 500, 500, now=0.0)
+    a1 = init.datagram(r1[0].data, GW[0], 500, 500, now=0.0)
+    auth = next(a for a in a1 if isinstance(a, IkeSend))
+    bad = bytearray(auth.data)
+    bad[-20] ^= 1
+    out = resp.datagram(bytes(bad), MN[0], auth.sport, auth.dport, now=0.0)
+    assert events(out, IkeDropped)[0].reason == "integrity"
+    # the genuine message still works afterwards: nothing changed
+    out = run(init, resp, resp.datagram(auth.data, MN[0], auth.sport, auth.dport, now=0.0))
+    assert len(events(out, IkeSaEstablished)) == 2
+
+
+def test_retransmitted_request_gets_cached_response() -> None:
+    mn, gw = policies()
+    init, resp = pair(mn, gw)
+    _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    r1 = resp.datagram(acts[0].data, MN[0], 500, 500, now=0.0)
+    r1b = resp.datagram(acts[0].data, MN[0], 500, 500, now=1.0)
+    assert r1[0].data == r1b[0].data
+    a1 = init.datagram(r1[0].data, GW[0], 500, 500, now=0.0)
+    auth = next(a for a in a1 if isinstance(a, IkeSend))
+    r2 = resp.datagram(auth.data, MN[0], auth.sport, auth.dport, now=0.0)
+    r2b = resp.datagram(auth.data, MN[0], auth.sport, auth.dport, now=1.0)
+    assert [a.data for a in r2b if isinstance(a, IkeSend)] == [a.data for a in r2 if isinstance(a, IkeSend)]
+    assert len(events(r2b, ChildSaInstall)) == 0  # not processed twice
+
+
+def test_retransmission_then_failure() -> None:
+    mn, _ = policies()
+    init = IkeEngine(rand=os.urandom)
+    _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    sent = 1
+    failed = []
+    now = 0.0
+    for _ in range(20):
+        d = init.next_deadline()
+        if d is None:
+            break
+        now = d
+        out = init.on_timer(now)
+        sent += sum(isinstance(a, IkeSend) for a in out)
+        failed += events(out, IkeSaFailed)
+    assert sent == 1 + mn.timers.tries and len(failed) == 1
