@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 import sys
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_interface
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,8 @@ class NattDaemon:
             "peers": self._cmd_peers,
             "ike.register": self._cmd_ike_register,
             "ike.send": self._cmd_ike_send,
+            "addr.add": lambda a, c: self._cmd_addr(a, "replace"),
+            "addr.del": lambda a, c: self._cmd_addr(a, "del"),
         }
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -521,6 +523,15 @@ class NattDaemon:
         conn.on_close(gone)
         log.info("IKE owner registered")
         return {"registered": True}
+
+    def _cmd_addr(self, args: dict[str, Any], op: str) -> dict[str, Any]:
+        """addr.add / addr.del {"address": "10.200.0.1/32"}: inner addresses an IKE owner was assigned."""
+        if self._routing is None:
+            raise ValueError("the kernel data plane has no TUN device")
+        addr = str(ip_interface(str(args["address"])))
+        self._routing.address(op, addr)
+        log.info("inner address %s %s", addr, "removed" if op == "del" else "added")
+        return {"address": addr}
 
     def _cmd_ike_send(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
         dst, dport = str(ip_address(str(args["dst"]))), int(args.get("dport", 4500))

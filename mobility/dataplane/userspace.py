@@ -97,14 +97,7 @@ class PolicyRouting:
         self._index = self._nl.call(self._nl.ipr.link_lookup, ifname=self.ifname)[0]
         self._nl.call(self._nl.ipr.link, "set", index=self._index, state="up", mtu=self.mtu, txqlen=4000)
         for addr in addresses:
-            iface = ip_interface(addr)
-            self._nl.call(
-                self._nl.ipr.addr,
-                "replace",
-                index=self._index,
-                address=str(iface.ip),
-                prefixlen=iface.network.prefixlen,
-            )
+            self.address("replace", addr)
         for path in (f"/proc/sys/net/ipv4/conf/{self.ifname}/rp_filter",):
             try:  # decapsulated packets arrive on the TUN: loose/no reverse-path filtering there
                 with open(path, "w") as f:
@@ -140,6 +133,14 @@ class PolicyRouting:
                     )
                 except Exception:  # pyroute2 raises NetlinkError once no such rule is left
                     break
+
+    def address(self, op: str, addr: str) -> None:
+        """Add ("replace") or remove ("del") an inner address on the TUN device (e.g. an IKE virtual IP)."""
+        iface = ip_interface(addr)
+        kw = {"index": self._index, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}
+        if iface.version == 6:
+            kw["flags"] = 0x02  # IFA_F_NODAD: the address is ours by assignment, not by DAD
+        self._nl.call(self._nl.ipr.addr, op, **kw)
 
     def add_route(self, dst: IPNetwork, src: IPAddress | None) -> None:
         kw: dict[str, object] = {"dst": str(dst), "oif": self._index, "table": self.table}

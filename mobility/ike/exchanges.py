@@ -118,11 +118,10 @@ class IkeSa(IkeSaCore):
         self.state = State.ESTABLISHED
         cps = [c for c in inner if isinstance(c, CP) and c.cfg_type == CfgType.REPLY]
         self.attributes = cps[0].attributes if cps else ()
-        out: list[Action] = []
-        errors = [t for t in nts if t < 16384]
-        if not errors:
+        # the event first: the owner configures its assigned addresses before the Child SA's routes
+        out: list[Action] = [Notify(self._established(tuple(t for t in nts if t in STATUS_OF_INTEREST)))]
+        if not [t for t in nts if t < 16384]:
             out += self._initiator_child(inner)
-        out.append(Notify(self._established(tuple(t for t in nts if t in STATUS_OF_INTEREST))))
         return out
 
     def _initiator_child(self, inner: list[Payload]) -> list[Action]:

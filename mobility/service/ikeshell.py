@@ -1,0 +1,178 @@
+"""The I/O around an IkeEngine, shared by had and mobiled: UDP 500 sockets, port 4500 through natt
+(IKE relayed over natt's control socket, so our messages leave from 4500 with the non-ESP marker),
+Child SAs handed to natt (`sa.add` / `sa.del`), one loop timer, and the engine's events."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mobility.engine import Action, Notify, Persist, Program
+from mobility.ike.engine import IkeEngine
+from mobility.ike.policy import ChildSaInstall, ChildSaRemove, IkeDropped
+from mobility.ike.sa import IkeSend
+from mobility.service.control import AsyncControlClient
+from mobility.service.logging import RateLimitedLog
+
+log = logging.getLogger("mobility.ike")
+drop_log = RateLimitedLog(logging.getLogger("mobility.ike.drops"))
+
+
+def source_for(peer: str, port: int = 500) -> str:
+    """The local address the kernel would use towards `peer` (a connected UDP socket, nothing sent)."""
+    fam = socket.AF_INET6 if ":" in peer else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        s.connect((peer, port))
+        return str(s.getsockname()[0])
+
+
+class IkeShell:
+    def __init__(self, engine: IkeEngine, *, natt_socket: Path, listen: tuple[str, ...], port: int = 500,
+                 on_event: Callable[[Any], None] | None = None,
+                 on_persist: Callable[[Any], None] | None = None) -> None:  # fmt: skip
+        self.engine, self.natt_socket, self.listen, self.port = engine, natt_socket, listen, port
+        self.on_event, self.on_persist = on_event, on_persist
+        self.natt: AsyncControlClient | None = None
+        self._socks: list[socket.socket] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.installed: dict[int, dict[str, Any]] = {}
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for addr in self.listen:
+            fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+            s = socket.socket(fam, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if fam == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind((addr, self.port))
+            s.setblocking(False)
+            self._loop.add_reader(s.fileno(), self._on_udp, s)
+            self._socks.append(s)
+        self.natt = await AsyncControlClient.connect(self.natt_socket)
+        await self.natt.call("ike.register")
+        self._tasks.append(self._loop.create_task(self._natt_events()))
+
+    async def stop(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+        for s in self._socks:
+            if self._loop:
+                self._loop.remove_reader(s.fileno())
+            s.close()
+        for t in self._tasks:
+            t.cancel()
+        if self.natt is not None:
+            for spi in list(self.installed):
+                await self._natt_call("sa.del", spi_in=spi)
+            await self.natt.close()
+
+    def now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    # ---- input ----------------------------------------------------------------------------------
+
+    def _on_udp(self, sock: socket.socket) -> None:
+        for _ in range(64):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.debug("recv: %s", e)
+                return
+            self.apply(self.engine.datagram(data, addr[0], addr[1], self.port, now=self.now()))
+
+    async def _natt_events(self) -> None:
+        assert self.natt is not None
+        while True:
+            ev = await self.natt.events.get()
+            if ev.get("event") != "ike":
+                continue
+            try:
+                data = base64.b64decode(str(ev["data"]), validate=True)
+                src, sport = str(ev["src"]), int(ev["sport"])
+            except (KeyError, ValueError) as e:
+                log.warning("bad IKE relay event from natt: %s", e)
+                continue
+            self.apply(self.engine.datagram(data, src, sport, 4500, now=self.now()))
+
+    # ---- output ---------------------------------------------------------------------------------
+
+    def apply(self, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, IkeSend):
+                self._send(a)
+            elif isinstance(a, Program):
+                self._program(a.op)
+            elif isinstance(a, Persist):
+                if self.on_persist:
+                    self.on_persist(a.record)
+            elif isinstance(a, Notify):
+                if isinstance(a.event, IkeDropped):
+                    drop_log.debug(a.event.reason, "IKE from %s dropped: %s %s", a.event.src, a.event.reason,
+                                   a.event.detail)  # fmt: skip
+                elif self.on_event:
+                    self.on_event(a.event)
+        self._rearm()
+
+    def _send(self, a: IkeSend) -> None:
+        if a.sport == 4500:
+            self._spawn(self._natt_call("ike.send", dst=a.dst, dport=a.dport,
+                                        data=base64.b64encode(a.data).decode()))  # fmt: skip
+            return
+        fam = socket.AF_INET6 if ":" in a.dst else socket.AF_INET
+        sock = next((s for s in self._socks if s.family == fam), None)
+        if sock is None:
+            log.warning("no IKE socket for %s", a.dst)
+            return
+        try:
+            sock.sendto(a.data, (a.dst, a.dport))
+        except OSError as e:
+            log.debug("send to %s: %s", a.dst, e)
+
+    def _program(self, op: Any) -> None:
+        if isinstance(op, ChildSaInstall):
+            js = op.sa.to_json()
+            self.installed[op.sa.spi_in] = js
+            self._spawn(self._natt_call("sa.add", **js))
+        elif isinstance(op, ChildSaRemove):
+            if self.installed.pop(op.spi_in, None) is not None:
+                self._spawn(self._natt_call("sa.del", spi_in=op.spi_in))
+        elif self.on_event:
+            self.on_event(op)
+
+    async def _natt_call(self, cmd: str, **args: Any) -> Any:
+        assert self.natt is not None
+        try:
+            return await self.natt.call(cmd, **args)
+        except Exception as e:  # natt refused: the SA is not usable, say so loudly
+            log.error("natt %s failed: %s", cmd, e)
+            return None
+
+    def _spawn(self, coro: Any) -> None:
+        assert self._loop is not None
+        t = self._loop.create_task(coro)
+        self._tasks.append(t)
+        t.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    def _rearm(self) -> None:
+        assert self._loop is not None
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        d = self.engine.next_deadline()
+        if d is not None:
+            self._timer = self._loop.call_at(max(d, self._loop.time()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.apply(self.engine.on_timer(self.now()))

@@ -1,0 +1,127 @@
+"""Our IKEv2 initiator (mobiled) and responder (had) as real processes, each next to its natt, through
+the lab's nftables masquerade NAT: RFC 5026 address assignment, traffic through the Child SA,
+fallback to the second home agent, and captures that tshark dissects as IKEv2."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+
+from mobility.lab.ike import IkeDaemon, start_had, start_mobiled, wait_home
+from mobility.lab.netns import Lab
+from mobility.lab.topology import two_site_nat_topology
+from mobility.lab.tshark import malformed, tshark_fields
+from tests.support.natt import start_natt
+
+PY = sys.executable
+GW = "192.0.2.2"
+MN_CONN = {"name": "home", "remote_id": "gw.example.test", "remote_ts": ["10.100.0.0/24", "fd00:100::/64"],
+           "retransmit_timeout_s": 0.5, "retransmit_tries": 2}  # fmt: skip
+GW_CONN = {"name": "rw", "local_id": "gw.example.test", "remote_id": "mn.example.test",
+           "local_ts": ["10.100.0.0/24", "fd00:100::/64"]}  # fmt: skip
+
+
+@pytest.fixture
+def ike_lab(lab_factory: Callable[..., Lab]) -> Lab:
+    return lab_factory(two_site_nat_topology())
+
+
+def gateway(lab: Lab, **ike: object) -> IkeDaemon:
+    natt = start_natt(lab, "gw")
+    return start_had(lab, "gw", natt, address=GW, conns=[GW_CONN], pool4="10.200.0.0/28",
+                     pool6="fd00:200::/120", home_prefix="fd00:200::/64", **ike)  # fmt: skip
+
+
+def udp_ok(lab: Lab, host: str, dst: str, text: str) -> bool:
+    out = lab.run(host, PY, "-m", "tests.support.echo", "udp", dst, "7000", text, "3", check=False, timeout=20)
+    return text in out.stdout
+
+
+def echo(lab: Lab, host: str, bind: str) -> object:
+    import subprocess
+
+    p = lab.popen(host, [PY, "-m", "tests.support.echo", "server", bind, "7000"], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def test_ha_assigned_addresses_and_traffic_through_nat(ike_lab: Lab) -> None:
+    lab = ike_lab
+    had = gateway(lab)
+    echo(lab, "gw", "::")
+    mn = start_mobiled(lab, "c1", start_natt(lab, "c1"), home_agents=[GW], conn=MN_CONN, request=("ip4", "ip6"))
+    home = wait_home(mn)
+    assert home["nat"] is True  # behind the masquerade NAT: keepalives and port 4500
+    assert "10.200.0.1/32" in home["addresses"] and any(a.startswith("fd00:200::") for a in home["addresses"])
+    time.sleep(0.5)
+    assert udp_ok(lab, "c1", "10.100.0.1", "ike-v4-through-natt")
+    assert udp_ok(lab, "c1", "fd00:100::1", "ike-v6-through-natt")
+    leases = had.ctl("leases")
+    assert {x["identity"] for x in leases} == {"mn.example.test"}
+    sas = had.ctl("ike.sas")
+    assert len(sas) == 1 and sas[0]["state"] == "established" and sas[0]["nat_remote"]
+    pcaps = lab.stop_captures()
+    gw_pcap = next(p for p in pcaps if p.name.startswith("gw-eth0"))
+    ike = tshark_fields(gw_pcap, "isakmp", ["udp.srcport", "udp.dstport", "isakmp.exchangetype"])
+    exch = {r[2] for r in ike if len(r) > 2}
+    assert {"34", "35"} <= exch, ike
+    assert any("4500" in (r[0], r[1]) for r in ike if len(r) > 2 and r[2] == "35")  # IKE_AUTH moved to 4500
+    assert malformed(gw_pcap) == []
+
+
+def test_home_prefix_autoconf_and_use_assigned_hoa(ike_lab: Lab) -> None:
+    lab = ike_lab
+    had = gateway(lab, autoconf=True)
+    mn = start_mobiled(lab, "c1", start_natt(lab, "c1"), home_agents=[GW], conn=MN_CONN, request=("home_prefix",))
+    home = wait_home(mn)
+    (hoa,) = home["addresses"]
+    assert hoa.startswith("fd00:200:") and not home["use_assigned_hoa"]  # autoconfigured in the home prefix
+    mn.daemon.stop()
+    had.daemon.stop()
+
+
+def test_use_assigned_hoa_when_autoconf_forbidden(ike_lab: Lab) -> None:
+    lab = ike_lab
+    gateway(lab, autoconf=False)
+    mn = start_mobiled(lab, "c1", start_natt(lab, "c1"), home_agents=[GW], conn=MN_CONN, request=("home_prefix",))
+    home = wait_home(mn)
+    assert home["use_assigned_hoa"] and home["addresses"] == ["fd00:200::1/128"]
+
+
+def test_fcfs_second_node_cannot_take_first_address(ike_lab: Lab) -> None:
+    lab = ike_lab
+    natt = start_natt(lab, "gw")
+    conns = [GW_CONN, {**GW_CONN, "name": "rw2", "remote_id": "mn2.example.test"}]
+    had = start_had(lab, "gw", natt, address=GW, conns=conns, pool6="fd00:200::/120")
+    mn1 = start_mobiled(lab, "c1", start_natt(lab, "c1"), home_agents=[GW], conn=MN_CONN, request=("ip6",),
+                        home_address="fd00:200::42")  # fmt: skip
+    assert wait_home(mn1)["addresses"] == ["fd00:200::42/128"]  # FCFS: the requested address
+    mn2 = start_mobiled(lab, "c2", start_natt(lab, "c2"), home_agents=[GW], conn=MN_CONN, request=("ip6",),
+                        home_address="fd00:200::42", fqdn="mn2.example.test")  # fmt: skip
+    got = wait_home(mn2)["addresses"]
+    assert got != ["fd00:200::42/128"] and got[0].startswith("fd00:200::")
+    owners = {x["address"]: x["identity"] for x in had.ctl("leases")}
+    assert owners["fd00:200::42"] == "mn.example.test"
+
+
+def test_fallback_to_second_home_agent(ike_lab: Lab) -> None:
+    lab = ike_lab
+    gateway(lab)
+    # 192.0.2.99 does not exist: IKE_SA_INIT goes unanswered, then the second HA is tried
+    mn = start_mobiled(lab, "c1", start_natt(lab, "c1"), home_agents=["192.0.2.99", GW], conn=MN_CONN)
+    home = wait_home(mn, timeout=30)
+    assert home["home_agent"] == GW
+    assert "192.0.2.99" in mn.daemon.log_tail(200)
+
+
+def test_wrong_psk_is_refused_and_nothing_installed(ike_lab: Lab) -> None:
+    lab = ike_lab
+    had = gateway(lab)
+    mn = start_mobiled(lab, "c1", start_natt(lab, "c1"), home_agents=[GW], conn=MN_CONN,
+                       psk="a-completely-different-secret-0123456789")  # fmt: skip
+    wait_home(mn, state="failed")
+    assert had.ctl("leases") == []
+    assert all(s["state"] != "established" for s in had.ctl("ike.sas"))
