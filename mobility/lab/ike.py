@@ -55,7 +55,8 @@ def start_had(lab: Any, host: str, natt: NattHandle, *, address: str, conns: lis
     body = {"enabled": True, "listen": ["0.0.0.0", "::"], "address": address, "natt_socket": str(natt.socket), **ike}
     text = "[ike]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in body.items())
     for c in conns:
-        text += "\n" + _conn_toml("[ike.connections]", {"psk_file": str(secret), **c})
+        extra = {} if c.get("auth") == "pubkey" else {"psk_file": str(secret)}
+        text += "\n" + _conn_toml("[ike.connections]", {**extra, **c})
     text += f'\n[service]\ncontrol_socket = "{run}/had.sock"\nstate_dir = "{run}/state"\n'
     conf = run / "had.toml"
     conf.write_text(text)
@@ -71,7 +72,8 @@ def start_mobiled(lab: Any, host: str, natt: NattHandle, *, home_agents: list[st
     secret = _write_secret(run, psk)
     text = f"home_agents = {_toml(home_agents)}\nfqdn = {_toml(fqdn)}\n\n[ike]\nenabled = true\n"
     text += f"natt_socket = {_toml(str(natt.socket))}\nrequest = {_toml(request)}\nhome_address = {_toml(home_address)}\n"
-    text += "\n" + _conn_toml("ike.connection", {"psk_file": str(secret), **conn})
+    extra = {} if conn.get("auth") == "pubkey" else {"psk_file": str(secret)}
+    text += "\n" + _conn_toml("ike.connection", {**extra, **conn})
     text += f'\n[service]\ncontrol_socket = "{run}/mobiled.sock"\nstate_dir = "{run}/state"\n'
     conf = run / "mobiled.toml"
     conf.write_text(text)

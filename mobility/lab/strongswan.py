@@ -115,22 +115,41 @@ def stop_charon(c: Charon) -> None:
             c.proc.wait()
 
 
-def psk_gateway(local_addrs: str, local_ts: str, pool4: str, psk: str, esp: str = "aes128gcm16") -> str:
+def _auth_block(side: str, ident: str, auth: str, cert: str) -> str:
+    extra = f"\n            certs = {cert}" if auth == "pubkey" and cert else ""
+    return f"""        {side} {{
+            auth = {auth}
+            id = {ident}{extra}
+        }}
+"""
+
+
+def _secrets(psk: str, auth: str) -> str:
+    if auth != "psk":
+        return ""
+    return f"""secrets {{
+    ike-lab {{
+        id-gw = gw.example.test
+        id-mn = mn.example.test
+        secret = "{psk}"
+    }}
+}}
+"""
+
+
+def psk_gateway(local_addrs: str, local_ts: str, pool4: str, psk: str, esp: str = "aes128gcm16", *,
+                pool6: str = "", auth: str = "psk", proposals: str = "aes128-sha256-x25519") -> str:  # fmt: skip
+    """A charon responder (VPN gateway) handing out virtual IPs from pools; auth psk or pubkey
+    (pubkey: gw.pem / gw.key in swanctl/x509 and private, the CA in x509ca)."""
+    pools = "pool4" + (", pool6" if pool6 else "")
+    pool6_block = f"    pool6 {{\n        addrs = {pool6}\n    }}\n" if pool6 else ""
     return f"""connections {{
     rw {{
         version = 2
         local_addrs = {local_addrs}
-        proposals = aes128-sha256-x25519
-        pools = pool4
-        local {{
-            auth = psk
-            id = gw.example.test
-        }}
-        remote {{
-            auth = psk
-            id = mn.example.test
-        }}
-        children {{
+        proposals = {proposals}
+        pools = {pools}
+{_auth_block("local", "gw.example.test", auth, "gw.pem")}{_auth_block("remote", "mn.example.test", auth, "")}        children {{
             rw {{
                 local_ts = {local_ts}
                 esp_proposals = {esp}
@@ -143,33 +162,20 @@ pools {{
     pool4 {{
         addrs = {pool4}
     }}
-}}
-secrets {{
-    ike-mn {{
-        id-gw = gw.example.test
-        id-mn = mn.example.test
-        secret = "{psk}"
-    }}
-}}
-"""
+{pool6_block}}}
+{_secrets(psk, auth)}"""
 
 
-def psk_client(remote_addrs: str, remote_ts: str, psk: str, esp: str = "aes128gcm16") -> str:
+def psk_client(remote_addrs: str, remote_ts: str, psk: str, esp: str = "aes128gcm16", *, vips: str = "0.0.0.0",
+               auth: str = "psk", proposals: str = "aes128-sha256-x25519") -> str:  # fmt: skip
+    """A charon initiator asking for virtual IPs (CFG_REQUEST), started with `swanctl --initiate`."""
     return f"""connections {{
     home {{
         version = 2
         remote_addrs = {remote_addrs}
-        proposals = aes128-sha256-x25519
-        vips = 0.0.0.0
-        local {{
-            auth = psk
-            id = mn.example.test
-        }}
-        remote {{
-            auth = psk
-            id = gw.example.test
-        }}
-        children {{
+        proposals = {proposals}
+        vips = {vips}
+{_auth_block("local", "mn.example.test", auth, "mn.pem")}{_auth_block("remote", "gw.example.test", auth, "")}        children {{
             home {{
                 remote_ts = {remote_ts}
                 esp_proposals = {esp}
@@ -179,11 +185,4 @@ def psk_client(remote_addrs: str, remote_ts: str, psk: str, esp: str = "aes128gc
         }}
     }}
 }}
-secrets {{
-    ike-gw {{
-        id-gw = gw.example.test
-        id-mn = mn.example.test
-        secret = "{psk}"
-    }}
-}}
-"""
+{_secrets(psk, auth)}"""
