@@ -32,8 +32,10 @@ class IkeResponderSection:
     home_prefix: IPv6Network | None = field(default=None, metadata={"doc": "prefix for MIP6_HOME_PREFIX replies"})
     autoconf: bool = field(default=True, metadata={"doc": "allow HoA autoconfiguration (else USE_ASSIGNED_HoA)"})
     fcfs: bool = field(default=True, metadata={"doc": "first come first served for requested addresses (9.2)"})
+    dns: tuple[str, ...] = field(default=(), metadata={"doc": "resolvers for INTERNAL_IP4/6_DNS replies"})
     assign: tuple[StaticAssignment, ...] = field(default=(), metadata={"doc": "configured addresses per node"})
     lease_linger_s: float = field(default=3600.0, metadata={"doc": "keep an offline node's address", "range": (0, 1e7)})
+    log_secrets: bool = field(default=False, metadata={"doc": "show IKE SA keys in `ike.sas` (lab captures only)"})
     cookie_threshold: int = field(default=64, metadata={"doc": "half-open SAs before cookies", "range": (0, 1 << 20)})
 
 

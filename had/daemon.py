@@ -42,7 +42,8 @@ class HadDaemon(ServiceShell):
         self.policies = [build_policy(conn) for conn in c.connections]
         static = {s.identity: tuple(ip_address(a) for a in s.addresses) for s in c.assign}
         self.pool = AddressPool(pool4=c.pool4, pool6=c.pool6, home_prefix=c.home_prefix, static=static, fcfs=c.fcfs,
-                                autoconf=c.autoconf, linger_s=c.lease_linger_s)  # fmt: skip
+                                autoconf=c.autoconf, linger_s=c.lease_linger_s,
+                                dns=tuple(ip_address(d) for d in c.dns))  # fmt: skip
         self.pool.restore(list(self.store.all("lease").values()))
         suites = tuple(s for p in self.policies for s in p.ike_suites)
         engine = IkeEngine(rand=os.urandom, suites=suites, lookup=self._lookup, assigner=self.pool.assign,
@@ -52,6 +53,8 @@ class HadDaemon(ServiceShell):
         self.ike = IkeShell(engine, natt_socket=c.natt_socket, listen=c.listen, on_event=self._event,
                             on_persist=self._persist)  # fmt: skip
         await self.ike.start()
+        if c.log_secrets:
+            log.warning("log_secrets is on: IKE SA keys are shown over the control socket")
         log.info("IKEv2 responder on %s, %d connection(s)", ", ".join(c.listen), len(self.policies))
 
     async def stop(self) -> None:
@@ -83,7 +86,7 @@ class HadDaemon(ServiceShell):
             log.info("IKE SA %s with %s deleted: %s", ev.name, ev.remote_id, ev.reason)
 
     def _cmd_sas(self, args: dict[str, Any], conn: ControlConnection) -> list[dict[str, Any]]:
-        return self.ike.engine.status() if self.ike else []
+        return self.ike.engine.status(secrets=self.cfg.ike.log_secrets) if self.ike else []
 
     def _cmd_leases(self, args: dict[str, Any], conn: ControlConnection) -> list[dict[str, Any]]:
         if self.pool is None:

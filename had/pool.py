@@ -38,11 +38,13 @@ class AssignmentFailed(Exception):
 class AddressPool:
     def __init__(self, *, pool4: IPv4Network | None, pool6: IPv6Network | None, home_prefix: IPv6Network | None,
                  static: dict[str, tuple[Addr, ...]], fcfs: bool = True, autoconf: bool = True,
-                 prefix_lifetime_s: int = 86400, linger_s: float = 3600.0) -> None:  # fmt: skip
+                 prefix_lifetime_s: int = 86400, linger_s: float = 3600.0,
+                 dns: tuple[Addr, ...] = ()) -> None:  # fmt: skip
         self.pool4, self.pool6, self.home_prefix = pool4, pool6, home_prefix
         self.static = {k.lower(): v for k, v in static.items()}
         self.fcfs, self.autoconf, self.prefix_lifetime_s, self.linger_s = fcfs, autoconf, prefix_lifetime_s, linger_s
         self.leases: dict[Addr, LeaseStored] = {}
+        self.dns = dns
         self._reserved = {a: who for who, addrs in self.static.items() for a in addrs}
 
     def restore(self, records: list[dict[str, Any]]) -> None:
@@ -73,6 +75,9 @@ class AddressPool:
                 attrs.append(CfgAttribute(CfgAttr.INTERNAL_IP6_ADDRESS, a6.packed + bytes([self._plen(a6)])))
                 if CfgAttr.MIP6_HOME_PREFIX in types:
                     notes.append(N(Notify.USE_ASSIGNED_HOA))  # §5.3.2: autoconfiguration not allowed here
+            for atype, version in ((CfgAttr.INTERNAL_IP4_DNS, 4), (CfgAttr.INTERNAL_IP6_DNS, 6)):
+                if atype in types:  # RFC 7296 §3.15.1: our resolvers, when asked
+                    attrs += [CfgAttribute(atype, d.packed) for d in self.dns if d.version == version]
         except AssignmentFailed as e:
             from mobility.ike.sa import Refused
 

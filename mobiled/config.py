@@ -19,9 +19,9 @@ class IkeInitiatorSection:
     natt_socket: Path = field(
         default=Path("/run/mobility/natt.sock"), metadata={"doc": "natt's control socket (UDP 4500, ESP, TUN)"}
     )
-    request: tuple[Literal["ip4", "ip6", "home_prefix"], ...] = field(
+    request: tuple[Literal["ip4", "ip6", "home_prefix", "dns4", "dns6"], ...] = field(
         default=("ip6",),
-        metadata={"doc": "CFG_REQUEST: virtual IPv4, an assigned IPv6 HoA, or the home prefix (RFC 5026 5.3)"},
+        metadata={"doc": "CFG_REQUEST: virtual IPv4, IPv6 HoA, home prefix (RFC 5026 5.3), resolvers"},
     )
     home_address: str = field(default="", metadata={"doc": "HoA to ask for (a hint the HA may override)"})
     connection: IkeConnection = field(default_factory=IkeConnection)

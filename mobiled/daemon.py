@@ -33,6 +33,8 @@ def cp_request(kinds: tuple[str, ...], hint: str) -> tuple[CfgAttribute, ...]:
         elif k == "ip6":
             value = ip_address(hint).packed + bytes([128]) if hint else b""
             out.append(CfgAttribute(CfgAttr.INTERNAL_IP6_ADDRESS, value))
+        elif k in ("dns4", "dns6"):
+            out.append(CfgAttribute(CfgAttr.INTERNAL_IP4_DNS if k == "dns4" else CfgAttr.INTERNAL_IP6_DNS))
         elif k == "home_prefix":
             out.append(CfgAttribute(CfgAttr.MIP6_HOME_PREFIX))  # length 0 in a request (RFC 5026 §8.2)
     return tuple(out)
@@ -52,7 +54,7 @@ def addresses_from(ev: IkeSaEstablished) -> list[str]:
             out.append(f"{IPv4Address(a.value)}/32")
         elif a.type == CfgAttr.INTERNAL_IP6_ADDRESS and len(a.value) == 17:
             out.append(f"{IPv6Address(a.value[:16])}/128")  # MUST use it (USE_ASSIGNED_HoA, §5.3.2)
-    if Notify.USE_ASSIGNED_HOA not in ev.notifies:
+    if Notify.USE_ASSIGNED_HOA not in ev.notifies:  # autoconfigure only when the HA allows it
         for a in ev.attributes:
             if a.type == CfgAttr.MIP6_HOME_PREFIX and len(a.value) == 21:
                 prefix = IPv6Network((IPv6Address(a.value[4:20]), a.value[20]), strict=False)
@@ -109,7 +111,9 @@ class MobiledDaemon(ServiceShell):
         if isinstance(ev, IkeSaEstablished):
             addrs = addresses_from(ev)
             log.info("IKE SA with %s established (%s); inner addresses %s", ev.peer, ev.remote_id, ", ".join(addrs))
-            self.home = {"home_agent": ev.peer, "state": "established", "addresses": addrs,
+            dns = [str(ip_address(a.value)) for a in ev.attributes
+                   if a.type in (CfgAttr.INTERNAL_IP4_DNS, CfgAttr.INTERNAL_IP6_DNS) and len(a.value) in (4, 16)]
+            self.home = {"home_agent": ev.peer, "state": "established", "addresses": addrs, "dns": dns,
                          "nat": ev.nat_local, "use_assigned_hoa": Notify.USE_ASSIGNED_HOA in ev.notifies}  # fmt: skip
             for a in addrs:
                 self.ike._spawn(self.ike._natt_call("addr.add", address=a))

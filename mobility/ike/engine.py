@@ -217,9 +217,10 @@ class IkeEngine:
             if spi != ZERO_SPI and spi not in self.sas:
                 return spi
 
-    def status(self) -> list[dict[str, object]]:
+    def status(self, *, secrets: bool = False) -> list[dict[str, object]]:
         return [
             {
+                **(_keys(sa) if secrets else {}),
                 "name": sa.name,
                 "spi_i": sa.spi_i.hex(),
                 "spi_r": sa.spi_r.hex(),
@@ -233,3 +234,18 @@ class IkeEngine:
             }
             for sa in self.sas.values()
         ]
+
+
+_TSHARK_ENCR = {(20, 128): "AES-GCM-128 with 16 octet ICV [RFC5282]", (20, 256): "AES-GCM-256 with 16 octet ICV [RFC5282]",
+                (12, 128): "AES-CBC-128 [RFC3602]", (12, 256): "AES-CBC-256 [RFC3602]"}  # fmt: skip
+_TSHARK_INTEG = {None: "NONE [RFC4306]", 12: "HMAC_SHA2_256_128 [RFC4868]", 13: "HMAC_SHA2_384_192 [RFC4868]",
+                 14: "HMAC_SHA2_512_256 [RFC4868]"}  # fmt: skip
+
+
+def _keys(sa: IkeSa) -> dict[str, object]:
+    """SK_e*/SK_a* and algorithm names as tshark's ikev2_decryption_table wants them (log_secrets only)."""
+    if sa.keys is None or sa.sk is None:
+        return {}
+    k = sa.keys
+    return {"sk_ei": k.sk_ei.hex(), "sk_er": k.sk_er.hex(), "sk_ai": k.sk_ai.hex(), "sk_ar": k.sk_ar.hex(),
+            "encr": _TSHARK_ENCR.get((sa.sk.encr, sa.sk.key_bits), ""), "integ": _TSHARK_INTEG.get(sa.sk.integ, "")}  # fmt: skip

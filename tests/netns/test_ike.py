@@ -32,7 +32,8 @@ def ike_lab(lab_factory: Callable[..., Lab]) -> Lab:
 def gateway(lab: Lab, **ike: object) -> IkeDaemon:
     natt = start_natt(lab, "gw")
     return start_had(lab, "gw", natt, address=GW, conns=[GW_CONN], pool4="10.200.0.0/28",
-                     pool6="fd00:200::/120", home_prefix="fd00:200::/64", **ike)  # fmt: skip
+                     pool6="fd00:200::/120", home_prefix="fd00:200::/64", dns=["10.100.0.53", "fd00:100::53"],
+                     **ike)  # fmt: skip
 
 
 def udp_ok(lab: Lab, host: str, dst: str, text: str) -> bool:
@@ -52,8 +53,10 @@ def test_ha_assigned_addresses_and_traffic_through_nat(ike_lab: Lab) -> None:
     lab = ike_lab
     had = gateway(lab)
     echo(lab, "gw", "::")
-    mn = start_mobiled(lab, "c1", start_natt(lab, "c1"), home_agents=[GW], conn=MN_CONN, request=("ip4", "ip6"))
+    mn = start_mobiled(lab, "c1", start_natt(lab, "c1"), home_agents=[GW], conn=MN_CONN,
+                       request=("ip4", "ip6", "dns4", "dns6"))  # fmt: skip
     home = wait_home(mn)
+    assert home["dns"] == ["10.100.0.53", "fd00:100::53"]
     assert home["nat"] is True  # behind the masquerade NAT: keepalives and port 4500
     assert "10.200.0.1/32" in home["addresses"] and any(a.startswith("fd00:200::") for a in home["addresses"])
     time.sleep(0.5)
@@ -125,3 +128,22 @@ def test_wrong_psk_is_refused_and_nothing_installed(ike_lab: Lab) -> None:
     wait_home(mn, state="failed")
     assert had.ctl("leases") == []
     assert all(s["state"] != "established" for s in had.ctl("ike.sas"))
+
+
+def test_captured_ike_decrypts_with_exported_keys(ike_lab: Lab) -> None:
+    """tshark decrypts our SK payloads with the keys had exports (log_secrets) and finds the ICVs good."""
+    lab = ike_lab
+    had = gateway(lab, log_secrets=True)
+    mn = start_mobiled(lab, "c1", start_natt(lab, "c1"), home_agents=[GW], conn=MN_CONN, request=("ip4",))
+    wait_home(mn)
+    (sa,) = had.ctl("ike.sas")
+    pcaps = lab.stop_captures()
+    gw_pcap = next(p for p in pcaps if p.name.startswith("gw-eth0"))
+    uat = (f'{sa["spi_i"]},{sa["spi_r"]},{sa["sk_ei"]},{sa["sk_er"]},"{sa["encr"]}",{sa["sk_ai"]},{sa["sk_ar"]},'
+           f'"{sa["integ"]}"')  # fmt: skip
+    rows = tshark_fields(gw_pcap, "isakmp.exchangetype == 35",
+                         ["isakmp.id.data.fqdn", "isakmp.cfg.attr.type", "_ws.expert.message"],
+                         ["-o", f"uat:ikev2_decryption_table:{uat}"])  # fmt: skip
+    fqdns = ",".join(r[0] for r in rows if r)
+    assert "mn.example.test" in fqdns and "gw.example.test" in fqdns  # IDi and IDr, from inside SK
+    assert not any("incorrect" in ",".join(r).lower() for r in rows)

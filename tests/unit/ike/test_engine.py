@@ -190,3 +190,72 @@ def test_retransmission_then_failure() -> None:
         sent += sum(isinstance(a, IkeSend) for a in out)
         failed += events(out, IkeSaFailed)
     assert sent == 1 + mn.timers.tries and len(failed) == 1
+
+
+# ---- certificates -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki() -> dict[str, Any]:
+    from mobility.lab.pki import issue, make_ca
+
+    ca, rogue = make_ca(), make_ca("rogue CA")
+    return {
+        "ca": ca,
+        "gw": issue(ca, "gw", dns=("gw.example.test",)),
+        "mn": issue(ca, "mn", dns=("mn.example.test",), kind="rsa"),
+        "mn_other_name": issue(ca, "mn", dns=("someone-else.example.test",)),
+        "mn_rogue": issue(rogue, "mn", dns=("mn.example.test",)),
+    }
+
+
+def cert_policies(pki: dict[str, Any], mn_cert: str = "mn") -> tuple[Policy, Policy]:
+    mn, gw = policies()
+    anchors = (pki["ca"].cert,)
+    mn = replace(mn, auth="pubkey", credentials=Credentials(private_key=pki[mn_cert].key, certs=(pki[mn_cert].cert,),
+                                                             anchors=anchors))  # fmt: skip
+    gw = replace(gw, auth="pubkey", credentials=Credentials(private_key=pki["gw"].key, certs=(pki["gw"].cert,),
+                                                             anchors=anchors))  # fmt: skip
+    return mn, gw
+
+
+def test_certificate_exchange(pki: dict[str, Any]) -> None:
+    mn, gw = cert_policies(pki)
+    init, resp = pair(mn, gw, signatures=True)
+    _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    out = run(init, resp, acts)
+    assert len(events(out, IkeSaEstablished)) == 2 and len(events(out, ChildSaInstall)) == 2
+
+
+@pytest.mark.parametrize("which", ["mn_rogue", "mn_other_name"], ids=["untrusted-ca", "fqdn-not-in-cert"])
+def test_bad_initiator_certificate_is_refused(pki: dict[str, Any], which: str) -> None:
+    mn, gw = cert_policies(pki, which)
+    init, resp = pair(mn, gw, signatures=True)
+    _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    out = run(init, resp, acts)
+    assert events(out, ChildSaInstall) == [] and events(out, IkeSaEstablished) == []
+    assert all(s["state"] != "established" for s in resp.status())
+
+
+def test_tampered_auth_payload_is_refused(pki: dict[str, Any]) -> None:
+    """A peer with the session keys (so the SK ICV is right) but a forged AUTH value is refused."""
+    from mobility.crypto import ikeauth
+
+    mn, gw = cert_policies(pki)
+    real_sign = ikeauth.sign
+
+    def forged(key: Any, octets: bytes, **kw: Any) -> Any:
+        method, sig = real_sign(key, octets, **kw)
+        return method, sig[:-1] + bytes([sig[-1] ^ 1])
+
+    init, resp = pair(mn, gw, signatures=True)
+    ikeauth.sign = forged  # type: ignore[assignment]
+    try:
+        _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+        r1 = resp.datagram(acts[0].data, MN[0], 500, 500, now=0.0)
+        a1 = init.datagram(r1[0].data, GW[0], 500, 500, now=0.0)
+    finally:
+        ikeauth.sign = real_sign  # type: ignore[assignment]
+    out = run(init, resp, a1)
+    assert events(out, ChildSaInstall) == [] and events(out, IkeSaEstablished) == []
+    assert len(events(out, IkeSaFailed)) == 2
