@@ -31,7 +31,7 @@ class HadDaemon(ServiceShell):
         self.pool: AddressPool | None = None
         self.policies: list[Policy] = []
         self.store: StateStore | None = None
-        self.handlers.update({"ike.sas": self._cmd_sas, "leases": self._cmd_leases})
+        self.handlers.update({"leases": self._cmd_leases})
 
     async def start(self) -> None:
         await super().start()
@@ -52,6 +52,7 @@ class HadDaemon(ServiceShell):
                            local_addr=c.address or c.listen[0])  # fmt: skip
         self.ike = IkeShell(engine, natt_socket=c.natt_socket, listen=c.listen, on_event=self._event,
                             on_persist=self._persist)  # fmt: skip
+        self.handlers.update(self.ike.handlers(secrets=self.cfg.ike.log_secrets))
         await self.ike.start()
         if c.log_secrets:
             log.warning("log_secrets is on: IKE SA keys are shown over the control socket")
@@ -84,9 +85,6 @@ class HadDaemon(ServiceShell):
             log.warning("IKE SA %s with %s failed: %s", ev.name, ev.peer, ev.reason)
         elif isinstance(ev, IkeSaDeleted):
             log.info("IKE SA %s with %s deleted: %s", ev.name, ev.remote_id, ev.reason)
-
-    def _cmd_sas(self, args: dict[str, Any], conn: ControlConnection) -> list[dict[str, Any]]:
-        return self.ike.engine.status(secrets=self.cfg.ike.log_secrets) if self.ike else []
 
     def _cmd_leases(self, args: dict[str, Any], conn: ControlConnection) -> list[dict[str, Any]]:
         if self.pool is None:

@@ -72,7 +72,7 @@ class MobiledDaemon(ServiceShell):
         self.ha_index = 0
         self.current: bytes | None = None
         self.home: dict[str, Any] = {}
-        self.handlers.update({"ike.sas": self._cmd_sas, "home": lambda a, c: self.home})
+        self.handlers.update({"home": lambda a, c: self.home})
 
     async def start(self) -> None:
         await super().start()
@@ -83,6 +83,7 @@ class MobiledDaemon(ServiceShell):
         self.policy = build_policy(conn, cp_request(c.request, c.home_address))
         engine = IkeEngine(rand=os.urandom)
         self.ike = IkeShell(engine, natt_socket=c.natt_socket, listen=("0.0.0.0", "::"), on_event=self._event)
+        self.handlers.update(self.ike.handlers(secrets=False))
         await self.ike.start()
         self._try_next()
 
@@ -128,9 +129,6 @@ class MobiledDaemon(ServiceShell):
         elif isinstance(ev, IkeSaDeleted):
             log.info("IKE SA with %s deleted: %s", ev.remote_id, ev.reason)
             self.home = {"state": "down", "reason": ev.reason}
-
-    def _cmd_sas(self, args: dict[str, Any], conn: ControlConnection) -> list[dict[str, Any]]:
-        return self.ike.engine.status() if self.ike else []
 
     def status(self) -> dict[str, Any]:
         return {"role": self.ROLE, **{k: v for k, v in self.home.items() if not isinstance(v, list)}}

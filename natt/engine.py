@@ -142,7 +142,7 @@ class NattEngine:
         if problem:
             raise ValueError(problem)
         live = LiveSa.create(sa, now=now)
-        clash = self._out.conflicts(live.keys)
+        clash = self._out.conflicts(live.keys, also=self._out.siblings(live))
         if clash:
             raise ValueError("conflicting connection (RFC 3948 §5): " + "; ".join(clash))
         actions: list[Action] = []
@@ -190,9 +190,14 @@ class NattEngine:
         if live.checkpoint is not None:
             actions.append(Persist(SaForgotten(spi_in)))
         del self._by_spi[spi_in]
+        siblings = [s for s in self._out.siblings(live) if s is not live]
         self._out.remove(live)
+        for other in siblings:  # a rekeyed pair: the survivor keeps the selectors and routes
+            self._out.remove(other)
+            self._out.add(other)
         self._peer_detach(live, now, linger=True)
-        actions += [Program(RouteDel(key)) for key in live.keys]
+        if not siblings:
+            actions += [Program(RouteDel(key)) for key in live.keys]
         actions.append(Notify(SaRemoved(spi_in, reason)))
         return actions
 

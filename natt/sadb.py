@@ -154,16 +154,27 @@ class OutboundTable:
         self._hosts: dict[bytes, LiveSa] = {}
         self._nets: list[tuple[IPv4Network | IPv6Network, int, int, LiveSa]] = []
 
-    def conflicts(self, keys: tuple[IPNetwork, ...], ignore: LiveSa | None = None) -> list[str]:
+    def conflicts(self, keys: tuple[IPNetwork, ...], ignore: LiveSa | None = None,
+                  also: tuple[LiveSa, ...] = ()) -> list[str]:  # fmt: skip
         found = []
         for key in keys:
             for live in self._all():
-                if live is ignore:
+                if live is ignore or live in also:
                     continue
                 for other in live.keys:
                     if key.version == other.version and key.overlaps(other):
                         found.append(f"{key} overlaps {other} of SA {live.sa.spi_in:#x}")
         return found
+
+    def siblings(self, new: LiveSa) -> tuple[LiveSa, ...]:
+        """SAs with exactly the same selectors to the same peer: a rekeyed Child SA and its predecessor
+        coexist until the old one is deleted (RFC 7296 §2.8); the newest carries the outbound traffic."""
+        return tuple(
+            live
+            for live in self._all()
+            if set(live.keys) == set(new.keys)
+            and (live.sa.peer, live.sa.peer_port) == (new.sa.peer, new.sa.peer_port)
+        )
 
     def _all(self) -> list[LiveSa]:
         seen: dict[int, LiveSa] = {}
@@ -179,8 +190,8 @@ class OutboundTable:
                 self._hosts[key.network_address.packed] = live
             else:
                 net = int(key.network_address)
-                self._nets.append((key, net, int(key.netmask), live))
-        self._nets.sort(key=lambda item: -item[0].prefixlen)
+                self._nets.insert(0, (key, net, int(key.netmask), live))  # newest first among equals
+        self._nets.sort(key=lambda item: -item[0].prefixlen)  # stable: keeps newest first
 
     def remove(self, live: LiveSa) -> None:
         self._hosts = {k: v for k, v in self._hosts.items() if v is not live}

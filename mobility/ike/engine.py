@@ -12,13 +12,14 @@ from __future__ import annotations
 import hmac
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 from datetime import datetime
 from ipaddress import ip_address
 
 from mobility.crypto.esp import IntegrityError
 from mobility.crypto.ikeprf import DhError, cookie
 from mobility.engine import Action, Notify
-from mobility.ike.exchanges import IkeSa
+from mobility.ike.child import IkeSa
 from mobility.ike.policy import IkeDropped, Policy
 from mobility.ike.proposals import Suite
 from mobility.ike.sa import ZERO_SPI, Assigner, IkeSend, Refused, Releaser, State
@@ -69,6 +70,24 @@ class IkeEngine:
         sa = self.sas.get(key)
         return sa.liveness(now) if sa else []
 
+    def rekey_child(self, key: bytes, spi_in: int, *, now: float) -> list[Action]:
+        sa = self.sas.get(key)
+        return sa.rekey_child(spi_in, now) if sa else []
+
+    def rekey_ike(self, key: bytes, *, now: float) -> list[Action]:
+        """Rekey the IKE SA; returns actions. The successor's key is in `successor(key)` once answered."""
+        sa = self.sas.get(key)
+        out = sa.rekey_ike(now) if sa else []
+        return out
+
+    def create_child(self, key: bytes, tsi: tuple[Any, ...], tsr: tuple[Any, ...], *, now: float) -> list[Action]:
+        sa = self.sas.get(key)
+        return sa.create_child(tsi, tsr, now) if sa else []
+
+    def find(self, remote_id: str) -> list[bytes]:
+        """Our keys of the established IKE SAs with that peer identity."""
+        return [k for k, s in self.sas.items() if s.remote_id == remote_id and s.state == State.ESTABLISHED]
+
     # ---- datagrams ----------------------------------------------------------------------------
 
     def datagram(self, data: bytes, src: str, sport: int, local_port: int, *, now: float) -> list[Action]:
@@ -96,8 +115,15 @@ class IkeEngine:
             sa.peer, sa.use_4500, sa.local = before
             kind = "integrity" if isinstance(e, IntegrityError) else "malformed"
             return self._drop(kind, src, str(e))
+        self._adopt(sa)
         self._reap()
         return out
+
+    def _adopt(self, sa: IkeSa) -> None:
+        """Register the IKE SAs a rekey created (keyed by our SPI in them)."""
+        for new in sa.spawned:
+            self.sas[new.spi_i if new.initiator else new.spi_r] = new
+        sa.spawned.clear()
 
     def _dispatch(self, sa: IkeSa, data: bytes, msg: Message, src: str, sport: int, lport: int,
                   now: float) -> list[Action]:  # fmt: skip

@@ -51,7 +51,7 @@ CHILD_ERRORS = (
 )  # fmt: skip  (§1.2: the IKE SA still comes up)
 
 
-class IkeSa(IkeSaCore):
+class IkeSaAuth(IkeSaCore):
     # ---- IKE_AUTH, initiator ------------------------------------------------------------------
 
     def _send_auth(self, now: float) -> list[Action]:
@@ -138,6 +138,7 @@ class IkeSa(IkeSaCore):
         km = child_keymat(self.prf, self._sk_d(), self.ni, self.nr, keymat_len(suite))
         pair = esp_pair(self, suite, self.child_spi, int.from_bytes(sa.proposals[0].spi, "big"), tsi.selectors,
                         tsr.selectors, transport, km)  # fmt: skip
+        pair.extra.update(tsi=tsi.selectors, tsr=tsr.selectors)
         self.children[pair.spi_in] = pair
         return [Program(ChildSaInstall(self.spi_i, pair))]
 
@@ -207,6 +208,7 @@ class IkeSa(IkeSaCore):
         spi_in = int.from_bytes(self.rand(4), "big") | 0x100
         km = child_keymat(self.prf, self._sk_d(), self.ni, self.nr, keymat_len(suite))
         pair = esp_pair(self, suite, spi_in, int.from_bytes(prop.spi, "big"), new_tsr, new_tsi, transport, km)
+        pair.extra.update(tsi=new_tsr, tsr=new_tsi)  # our side first, for our own rekeys
         self.children[spi_in] = pair
         pl: list[Payload] = [SA((props.selected(prop, suite, spi_in.to_bytes(4, "big")),)), TSi(new_tsi),
                              TSr(new_tsr)]  # fmt: skip
@@ -221,7 +223,7 @@ class IkeSa(IkeSaCore):
         inner = self._unprotect(data, msg)
         ex = msg.header.exchange
         if ex == ExchangeType.CREATE_CHILD_SA:
-            return [self._respond(ex, msg.header.message_id, [N(Nt.NO_ADDITIONAL_SAS)])]  # type: ignore[list-item]
+            return self.on_create_child(inner, msg.header.message_id, now)
         if ex != ExchangeType.INFORMATIONAL:
             raise DecodeError("ikev2", "exchange", 18, f"exchange {ex} on an established SA")
         out: list[Action] = []
@@ -249,16 +251,26 @@ class IkeSa(IkeSaCore):
         self.pending = None
         out: list[Action] = [Program(ChildSaRemove(self.spi_i, s)) for s in self.children]
         self.children.clear()
-        out.append(Notify(IkeSaDeleted(self.name, self.spi_i, self.remote_id, reason)))
+        if not self.rekeyed:
+            out.append(Notify(IkeSaDeleted(self.name, self.spi_i, self.remote_id, reason)))
         return out + self._release()
 
+    def on_create_child(self, inner: list[Payload], mid: int, now: float) -> list[Action]:
+        raise NotImplementedError
+
     def on_response(self, data: bytes, msg: Message, now: float) -> list[Action]:
-        """The answer to one of our INFORMATIONAL requests (delete, liveness)."""
-        self._unprotect(data, msg)
+        """The answer to one of our requests on an established SA; then the next queued request."""
+        inner = self._unprotect(data, msg)
         p = self.pending
         self.pending = None
-        if self.state == State.DELETING or (p is not None and p.exchange == -1):
+        if self.state == State.DELETING:
             return self._gone("deleted")
+        out = self.on_answer(p, inner, now) if p is not None else []
+        if self.queue and self.pending is None and self.state == State.ESTABLISHED:
+            out += self.queue.pop(0)(now)
+        return out
+
+    def on_answer(self, p: object, inner: list[Payload], now: float) -> list[Action]:
         return []
 
     def delete(self, now: float) -> list[Action]:
@@ -297,4 +309,4 @@ def _addresses(attrs: list) -> tuple:  # type: ignore[type-arg]
     return tuple(out)
 
 
-__all__ = ["IkeSa", "IkeSend", "CHILD_ERRORS"]
+__all__ = ["IkeSaAuth", "IkeSend", "CHILD_ERRORS"]

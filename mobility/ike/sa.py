@@ -103,6 +103,8 @@ class Pending:
     exchange: int
     sent: int
     deadline: float
+    kind: str = ""  # what the answer completes: "delete", "dpd", "child", "rekey_ike", "delete_child"
+    ctx: Any = None
 
 
 # Responder hook: (policy, peer identity, CFG_REQUEST or None, now) -> (reply attributes, notifies, actions)
@@ -153,6 +155,9 @@ class IkeSaCore:
         self.assigner: Assigner | None = None
         self.releaser: Releaser | None = None
         self.lookup: Callable[[str], Policy | None] | None = None
+        self.rekeyed = False
+        self.spawned: list[Any] = []  # IKE SAs created by a rekey, picked up by the engine
+        self.queue: list[Callable[[float], list[Action]]] = []  # our requests waiting for the window (§2.3)
 
     # ---- plumbing --------------------------------------------------------------------------
 
@@ -183,9 +188,10 @@ class IkeSaCore:
         sk_e, sk_a = (k.sk_er, k.sk_ar) if self.initiator else (k.sk_ei, k.sk_ai)
         return open_message(self.sk, sk_e, sk_a, data, msg.payloads[-1])
 
-    def _request(self, exchange: int, payloads: list[Payload], now: float) -> list[Action]:
+    def _request(self, exchange: int, payloads: list[Payload], now: float, kind: str = "",
+                 ctx: Any = None) -> list[Action]:  # fmt: skip
         data = self._protect(exchange, self.next_mid, False, payloads)
-        self.pending = Pending(data, self.next_mid, exchange, 1, now + self._timeout(0))
+        self.pending = Pending(data, self.next_mid, exchange, 1, now + self._timeout(0), kind, ctx)
         self.next_mid += 1
         return [self._send(data)]  # type: ignore[list-item]
 
@@ -229,6 +235,8 @@ class IkeSaCore:
         return out + self._release()
 
     def _release(self) -> list[Action]:
+        if self.rekeyed:
+            return []  # the identity lives on in the new IKE SA (§2.18)
         if self.releaser is None or self.policy is None or not self.remote_id:
             return []
         return self.releaser(self.policy, self.remote_id, self.spi_i, 0.0)
@@ -409,15 +417,17 @@ def _one(msg: Message | list[Payload], ptype: type[Any]) -> Any:
 
 
 def esp_pair(sa: IkeSaCore, suite: props.Suite, spi_in: int, spi_out: int, local_ts: Any, remote_ts: Any,
-             transport: bool, km: bytes) -> EspSaPair:  # fmt: skip
-    """Split KEYMAT (§2.17: initiator->responder first, encryption key before integrity key)."""
+             transport: bool, km: bytes, initiated: bool | None = None) -> EspSaPair:  # fmt: skip
+    """Split KEYMAT (§2.17: the exchange initiator's outbound keys first, encryption before integrity).
+    `initiated`: we initiated the exchange that created this Child SA (default: the IKE SA's role)."""
+    we_i = sa.initiator if initiated is None else initiated
     encr, integ = suite.get(TransformType.ENCR), suite.get(TransformType.INTEG)
     assert encr is not None and encr.key_length is not None
     ek = encr.key_length // 8 + (4 if encr.id == 20 else 0)
     ik = 32 if integ else 0
     i2r_e, i2r_a = km[:ek], km[ek : ek + ik]
     r2i_e, r2i_a = km[ek + ik : 2 * ek + ik], km[2 * ek + ik : 2 * (ek + ik)]
-    ours_e, ours_a, theirs_e, theirs_a = (i2r_e, i2r_a, r2i_e, r2i_a) if sa.initiator else (r2i_e, r2i_a, i2r_e, i2r_a)
+    ours_e, ours_a, theirs_e, theirs_a = (i2r_e, i2r_a, r2i_e, r2i_a) if we_i else (r2i_e, r2i_a, i2r_e, i2r_a)
     return EspSaPair(
         spi_in=spi_in,
         spi_out=spi_out,

@@ -19,7 +19,7 @@ PLUGINS = (
 )
 
 
-def strongswan_conf(d: Path) -> str:
+def strongswan_conf(d: Path, log: Path | None = None) -> str:
     return f"""charon-systemd {{
     load = {PLUGINS}
     port = 500
@@ -37,13 +37,14 @@ def strongswan_conf(d: Path) -> str:
     }}
     filelog {{
         log {{
-            path = {d}/charon.log
+            path = {log or d / "charon.log"}
             time_format = %T
             time_add_ms = yes
             append = no
             flush_line = yes
             default = 1
-            ike = 1
+            ike = 2
+            chd = 2
             knl = 1
             esp = 0
         }}
@@ -68,7 +69,7 @@ def start_charon(lab: Any, host: str, swanctl_conf: str, *, timeout: float = 10.
     (d / "swanctl").mkdir(parents=True, exist_ok=True)
     for sub in ("x509", "x509ca", "private"):
         (d / "swanctl" / sub).mkdir(exist_ok=True)
-    (d / "strongswan.conf").write_text(strongswan_conf(d))
+    (d / "strongswan.conf").write_text(strongswan_conf(d, Path(lab.capture_dir) / f"{host}-charon.log"))
     (d / "swanctl" / "swanctl.conf").write_text(swanctl_conf)
     (d / "swanctl" / "swanctl.conf").chmod(0o600)
     vici = d / "charon.vici"

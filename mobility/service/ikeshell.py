@@ -44,6 +44,36 @@ class IkeShell:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.installed: dict[int, dict[str, Any]] = {}
 
+    def handlers(self, *, secrets: bool = False) -> dict[str, Any]:
+        """Control commands shared by had and mobiled: list, rekey and delete IKE SAs."""
+        return {
+            "ike.sas": lambda a, c: self.engine.status(secrets=secrets),
+            "ike.rekey": lambda a, c: self._cmd_rekey(a),
+            "ike.delete": lambda a, c: self._cmd_delete(a),
+        }
+
+    def _key(self, args: dict[str, Any]) -> bytes:
+        want = str(args.get("spi_i", ""))
+        keys = [k for k, sa in self.engine.sas.items() if not want or sa.spi_i.hex() == want]
+        if len(keys) != 1:
+            raise ValueError(f"{len(keys)} IKE SAs match; give spi_i")
+        return keys[0]
+
+    def _cmd_rekey(self, args: dict[str, Any]) -> dict[str, Any]:
+        key = self._key(args)
+        if args.get("child"):
+            spis = list(self.engine.sas[key].children)
+            for spi in spis:
+                self.apply(self.engine.rekey_child(key, spi, now=self.now()))
+            return {"rekeying_children": len(spis)}
+        self.apply(self.engine.rekey_ike(key, now=self.now()))
+        return {"rekeying": key.hex()}
+
+    def _cmd_delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        key = self._key(args)
+        self.apply(self.engine.delete(key, now=self.now()))
+        return {"deleting": key.hex()}
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         for addr in self.listen:

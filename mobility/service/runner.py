@@ -96,6 +96,7 @@ class _Runner:
         control = ControlServer(ctx.control_path, handlers)
         try:
             await app.start()
+            control.handlers.update(app.handlers)  # engines may add commands while starting
             await control.start()
         except Exception as e:
             log.error("%s cannot start: %s", self.name, e)

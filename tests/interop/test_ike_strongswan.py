@@ -126,3 +126,32 @@ def test_mobiled_initiator_with_charon_responder(ike_lab: Lab, pki: dict[str, Is
     assert udp_ok(lab, "c1", "fd00:100::1", f"mobiled-to-charon-v6-{auth}")
     assert "mn.example.test" in swanctl(lab, gw, "--list-sas")
     check_capture(lab)
+
+
+def test_rekeys_with_charon_both_ways(ike_lab: Lab) -> None:
+    """charon rekeys the Child SA and the IKE SA at our had, then we rekey both towards charon; traffic
+    keeps flowing after each rekey (CREATE_CHILD_SA, RFC 7296 §1.3.2, §1.3.3, §2.18)."""
+    lab = ike_lab
+    natt = start_natt(lab, "gw")
+    conn = {"name": "rw", "local_id": "gw.example.test", "remote_id": "mn.example.test", "local_ts": ["10.100.0.0/24"]}
+    had = start_had(lab, "gw", natt, address=GW, conns=[conn], pool4="10.200.0.0/28")
+    echo(lab, "gw")
+    c1 = start_charon(lab, "c1", psk_client(GW, "10.100.0.0/24", LAB_PSK, "aes128gcm16"))
+    assert "initiate completed successfully" in swanctl(lab, c1, "--initiate", "--child", "home", "--timeout", "20")
+    assert udp_ok(lab, "c1", "10.100.0.1", "before-rekey")
+    assert "rekey completed successfully" in swanctl(lab, c1, "--rekey", "--child", "home")
+    time.sleep(1.0)
+    assert udp_ok(lab, "c1", "10.100.0.1", "after-charon-child-rekey")
+    assert "rekey completed successfully" in swanctl(lab, c1, "--rekey", "--ike", "home")
+    time.sleep(1.0)
+    assert udp_ok(lab, "c1", "10.100.0.1", "after-charon-ike-rekey")
+    had.ctl("ike.rekey", child=True)
+    time.sleep(1.0)
+    assert udp_ok(lab, "c1", "10.100.0.1", "after-our-child-rekey")
+    had.ctl("ike.rekey")
+    time.sleep(1.0)
+    assert udp_ok(lab, "c1", "10.100.0.1", "after-our-ike-rekey")
+    sas = had.ctl("ike.sas")
+    assert len(sas) == 1 and sas[0]["state"] == "established" and sas[0]["children"] == 1, sas
+    listed = swanctl(lab, c1, "--list-sas")
+    assert listed.count("INSTALLED") == 1 and "ESTABLISHED" in listed, listed

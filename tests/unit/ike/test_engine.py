@@ -12,6 +12,7 @@ from mobility.engine import Notify, Program
 from mobility.ike.engine import IkeEngine
 from mobility.ike.policy import (
     ChildSaInstall,
+    ChildSaRemove,
     Credentials,
     Identity,
     IkeDropped,
@@ -259,3 +260,67 @@ def test_tampered_auth_payload_is_refused(pki: dict[str, Any]) -> None:
     out = run(init, resp, a1)
     assert events(out, ChildSaInstall) == [] and events(out, IkeSaEstablished) == []
     assert len(events(out, IkeSaFailed)) == 2
+
+
+# ---- CREATE_CHILD_SA ----------------------------------------------------------------------------
+
+
+def established() -> tuple[IkeEngine, IkeEngine, bytes, list[Any]]:
+    mn, gw = policies()
+    init, resp = pair(mn, gw)
+    key, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    out = run(init, resp, acts)
+    return init, resp, key, out
+
+
+def keys_match(a: Any, b: Any) -> bool:
+    return a.spi_in == b.spi_out and a.spi_out == b.spi_in and a.key_in == b.key_out and a.key_out == b.key_in
+
+
+def test_rekey_child_installs_new_pair_and_deletes_old() -> None:
+    init, resp, key, out = established()
+    old = next(e.sa for e in events(out, ChildSaInstall) if e.sa.name == "home")
+    # CREATE_CHILD_SA{N(REKEY_SA), SA, Ni, TSi, TSr} -->  <-- {SA, Nr, TSi, TSr};  INFORMATIONAL{D(ESP)} -->
+    out = run(init, resp, init.rekey_child(key, old.spi_in, now=1.0), now=1.0)
+    new = events(out, ChildSaInstall)
+    assert len(new) == 2 and keys_match(new[0].sa, new[1].sa)
+    assert new[0].sa.spi_in != old.spi_in and new[0].sa.key_out != old.key_out
+    removed = {e.spi_in for e in events(out, ChildSaRemove)}
+    assert old.spi_in in removed and old.spi_out in removed  # both ends dropped the old pair
+
+
+def test_responder_rekeys_child_too() -> None:
+    init, resp, key, out = established()
+    gw_child = next(e.sa for e in events(out, ChildSaInstall) if e.sa.name == "rw")
+    (gw_key,) = resp.find("mn.example.test")
+    out = run(init, resp, resp.rekey_child(gw_key, gw_child.spi_in, now=1.0), now=1.0)
+    new = events(out, ChildSaInstall)
+    assert len(new) == 2 and keys_match(new[0].sa, new[1].sa)
+
+
+def test_new_child_sa() -> None:
+    init, resp, key, out = established()
+    tsi, tsr = (ts_from_network("10.200.0.1/32"),), (ts_from_network("10.100.0.0/24"),)
+    out = run(init, resp, init.create_child(key, tsi, tsr, now=1.0), now=1.0)
+    new = events(out, ChildSaInstall)
+    assert len(new) == 2 and keys_match(new[0].sa, new[1].sa)
+
+
+def test_rekey_ike_sa_moves_children_and_keeps_working() -> None:
+    init, resp, key, out = established()
+    out = run(init, resp, init.rekey_ike(key, now=1.0), now=1.0)
+    assert events(out, ChildSaRemove) == []  # Child SAs survive the IKE rekey
+    (new_key,) = init.find("gw.example.test")
+    assert new_key != key and key not in init.sas
+    assert len(resp.find("mn.example.test")) == 1
+    # the successor carries requests: a liveness check and a Child SA rekey over the new keys
+    assert run(init, resp, init.liveness(new_key, now=2.0), now=2.0) == []
+    child = next(iter(init.sas[new_key].children))
+    out = run(init, resp, init.rekey_child(new_key, child, now=3.0), now=3.0)
+    assert len(events(out, ChildSaInstall)) == 2
+
+
+def test_delete_ike_sa_removes_children_on_both_sides() -> None:
+    init, resp, key, _ = established()
+    out = run(init, resp, init.delete(key, now=1.0), now=1.0)
+    assert len(events(out, ChildSaRemove)) >= 2 and not init.sas and not resp.sas

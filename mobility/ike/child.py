@@ -1,0 +1,237 @@
+"""CREATE_CHILD_SA (RFC 7296 §1.3) in both roles: a new Child SA (RFC 5026 §5.3.2 runs one for an
+autoconfigured HoA), rekeying a Child SA (§1.3.3, REKEY_SA; the old one is deleted by the rekeying
+side afterwards, §2.8), and rekeying the IKE SA (§1.3.2, §2.18: new SPIs and D-H, SKEYSEED =
+prf(SK_d (old), g^ir (new) | Ni | Nr) with the old PRF, Child SAs move over, message IDs restart at 0,
+the side that started the rekey is the new SA's original initiator). No PFS for Child SAs (no KE).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mobility.crypto.ikeprf import DH_GROUPS, ike_keys, rekey_skeyseed
+from mobility.crypto.ikesk import SkSuite
+from mobility.engine import Action, Notify, Program
+from mobility.ike import proposals as props
+from mobility.ike.exchanges import IkeSaAuth
+from mobility.ike.policy import ChildSaInstall, ChildSaRemove, IkeDropped, narrow
+from mobility.ike.sa import Pending, Refused, State, _one, esp_pair, keymat_len
+from mobility.crypto.ikeprf import child_keymat
+from mobility.wire.buffer import DecodeError
+from mobility.wire.ikev2 import (
+    KE,
+    SA,
+    Delete,
+    ExchangeType,
+    N,
+    Nonce,
+    Payload,
+    Protocol,
+    TrafficSelector,
+    TransformType,
+    TSi,
+    TSr,
+)
+from mobility.wire.ikev2 import Notify as Nt
+
+CCS = ExchangeType.CREATE_CHILD_SA
+
+
+class IkeSa(IkeSaAuth):
+    # ---- commands (initiator of the exchange) -----------------------------------------------------
+
+    def _enqueue(self, fn: Any, now: float) -> list[Action]:
+        if self.state != State.ESTABLISHED:
+            return []
+        if self.pending is None:
+            return list(fn(now))
+        self.queue.append(fn)
+        return []
+
+    def create_child(self, tsi: tuple[TrafficSelector, ...], tsr: tuple[TrafficSelector, ...], now: float) -> list[
+            Action]:  # fmt: skip
+        return self._enqueue(lambda t: self._child_request(None, tsi, tsr, t), now)
+
+    def rekey_child(self, spi_in: int, now: float) -> list[Action]:
+        old = self.children.get(spi_in)
+        if old is None:
+            return []
+        tsi, tsr = old.extra.get("tsi", ()), old.extra.get("tsr", ())
+        return self._enqueue(lambda t: self._child_request(spi_in, tsi, tsr, t), now)
+
+    def rekey_ike(self, now: float) -> list[Action]:
+        return self._enqueue(self._ike_rekey_request, now)
+
+    def _child_request(self, rekey_of: int | None, tsi: Any, tsr: Any, now: float) -> list[Action]:
+        p = self.policy
+        assert p is not None
+        spi = int.from_bytes(self.rand(4), "big") | 0x100
+        ni = self.rand(32)
+        pl: list[Payload] = []
+        if rekey_of is not None:
+            pl.append(N(Nt.REKEY_SA, protocol=Protocol.ESP, spi=rekey_of.to_bytes(4, "big")))
+        pl += [SA(props.offer(list(p.esp_suites), Protocol.ESP, spi.to_bytes(4, "big"))), Nonce(ni), TSi(tuple(tsi)),
+               TSr(tuple(tsr))]  # fmt: skip
+        if p.transport:
+            pl.append(N(Nt.USE_TRANSPORT_MODE))
+        return self._request(CCS, pl, now, "child", (spi, ni, rekey_of))
+
+    def _ike_rekey_request(self, now: float) -> list[Action]:
+        p = self.policy
+        assert p is not None and self.suite is not None
+        spi, ni = self.rand(8), self.rand(32)
+        group = self.suite.dh or 19
+        priv, pub = DH_GROUPS[group].generate(self.rand)
+        mine = [s for s in p.ike_suites if s.dh == group] or list(p.ike_suites)
+        pl: list[Payload] = [SA(props.offer(mine, Protocol.IKE, spi)), Nonce(ni), KE(group, pub)]
+        return self._request(CCS, pl, now, "rekey_ike", (spi, ni, priv, group))
+
+    # ---- answers to our requests ---------------------------------------------------------------
+
+    def on_answer(self, p: object, inner: list[Payload], now: float) -> list[Action]:
+        assert isinstance(p, Pending)
+        errors = [n.type for n in inner if isinstance(n, N) and n.type < 16384]
+        if errors:
+            return [Notify(IkeDropped("refused", self.peer[0], f"{p.kind} refused with notify {errors[0]}"))]
+        if p.kind == "child":
+            return self._child_answer(p.ctx, inner, now)
+        if p.kind == "rekey_ike":
+            return self._ike_rekey_answer(p.ctx, inner, now)
+        if p.kind == "delete_child":
+            self.children.pop(p.ctx, None)
+            return [Program(ChildSaRemove(self.spi_i, p.ctx))]
+        return []
+
+    def _child_answer(self, ctx: Any, inner: list[Payload], now: float) -> list[Action]:
+        spi, ni, rekey_of = ctx
+        p = self.policy
+        assert p is not None
+        sa, nonce, tsi, tsr = _one(inner, SA), _one(inner, Nonce), _one(inner, TSi), _one(inner, TSr)
+        if len(sa.proposals) != 1 or len(sa.proposals[0].spi) != 4:
+            raise DecodeError("ikev2", "sa", 0, "CREATE_CHILD_SA reply needs one ESP proposal")
+        suite = props.suite_of(sa.proposals[0])
+        if not any(set(suite.transforms) == set(s.transforms) for s in p.esp_suites):
+            raise DecodeError("ikev2", "sa", 0, "responder chose an ESP suite we did not offer")
+        km = child_keymat(self.prf, self._sk_d(), ni, nonce.data, keymat_len(suite))
+        pair = esp_pair(self, suite, spi, int.from_bytes(sa.proposals[0].spi, "big"), tsi.selectors, tsr.selectors,
+                        p.transport, km, initiated=True)  # fmt: skip
+        pair.extra.update(tsi=tsi.selectors, tsr=tsr.selectors)
+        self.children[spi] = pair
+        out: list[Action] = [Program(ChildSaInstall(self.spi_i, pair))]
+        if rekey_of is not None and rekey_of in self.children:  # §2.8: the rekeying side deletes the old one
+            old_spi = rekey_of
+            self.queue.insert(0, lambda t: self._request(ExchangeType.INFORMATIONAL, [
+                Delete(Protocol.ESP, (old_spi.to_bytes(4, "big"),))], t, "delete_child", old_spi))  # fmt: skip
+        return out
+
+    def _ike_rekey_answer(self, ctx: Any, inner: list[Payload], now: float) -> list[Action]:
+        spi, ni, priv, group = ctx
+        sa, nonce, ke = _one(inner, SA), _one(inner, Nonce), _one(inner, KE)
+        if len(sa.proposals) != 1 or len(sa.proposals[0].spi) != 8 or ke.group != group:
+            raise DecodeError("ikev2", "sa", 0, "IKE rekey reply needs one IKE proposal and our D-H group")
+        suite = props.suite_of(sa.proposals[0])
+        g_ir = DH_GROUPS[group].shared(priv, ke.data)
+        new = self._successor(True, spi, sa.proposals[0].spi, suite, g_ir, ni, nonce.data)
+        out = self._handover(new)
+        self.state = State.DELETING  # §2.18: the side that rekeyed deletes the old IKE SA
+        return out + self._request(ExchangeType.INFORMATIONAL, [Delete(Protocol.IKE)], now, "delete")
+
+    def _successor(self, we_initiated: bool, our_spi: bytes, their_spi: bytes, suite: props.Suite, g_ir: bytes,
+                   ni: bytes, nr: bytes) -> IkeSa:  # fmt: skip
+        spi_i, spi_r = (our_spi, their_spi) if we_initiated else (their_spi, our_spi)
+        new = IkeSa(initiator=we_initiated, spi_i=spi_i, rand=self.rand, local=self.local, peer=self.peer,
+                    policy=self.policy, clock=self.clock)  # fmt: skip
+        new.spi_r, new.ni, new.nr, new.suite, new.dh_group = spi_r, ni, nr, suite, suite.dh or 0
+        prf_t, encr, integ = (suite.get(TransformType.PRF), suite.get(TransformType.ENCR),
+                              suite.get(TransformType.INTEG))  # fmt: skip
+        assert prf_t is not None and encr is not None and encr.key_length is not None
+        from mobility.crypto.ikeprf import Prf
+
+        new.prf = Prf(prf_t.id)
+        new.sk = SkSuite(encr.id, encr.key_length, integ.id if integ else None)
+        seed = rekey_skeyseed(self.prf, self._sk_d(), g_ir, ni, nr)  # old SA's PRF and SK_d
+        new.keys = ike_keys(new.prf, seed, ni + nr + spi_i + spi_r, new.sk.integ_key_len, new.sk.encr_key_len)
+        new.state, new.next_mid, new.peer_mid = State.ESTABLISHED, 0, 0
+        for attr in ("use_4500", "nat_local", "nat_remote", "remote_id", "attributes", "assigner", "releaser",
+                     "lookup", "peer_hashes", "created"):  # fmt: skip
+            setattr(new, attr, getattr(self, attr))
+        return new
+
+    def _handover(self, new: IkeSa) -> list[Action]:
+        """Child SAs move to the new IKE SA (their SPIs and keys do not change)."""
+        new.children, self.children = self.children, {}
+        self.rekeyed = True
+        self.spawned.append(new)
+        return []  # the dataplane does not change
+
+    # ---- CREATE_CHILD_SA, responder -------------------------------------------------------------
+
+    def on_create_child(self, inner: list[Payload], mid: int, now: float) -> list[Action]:
+        try:
+            sa = _one(inner, SA)
+            if sa.proposals and sa.proposals[0].protocol == Protocol.IKE:
+                pl, out = self._ike_rekey_reply(inner)
+            else:
+                pl, out = self._child_reply(inner)
+        except Refused as r:
+            return [self._respond(CCS, mid, [N(r.notify, r.data)])]  # type: ignore[list-item]
+        return [*out, self._respond(CCS, mid, pl)]  # type: ignore[list-item]
+
+    def _child_reply(self, inner: list[Payload]) -> tuple[list[Payload], list[Action]]:
+        p = self.policy
+        assert p is not None
+        sa, nonce, tsi, tsr = _one(inner, SA), _one(inner, Nonce), _one(inner, TSi), _one(inner, TSr)
+        if any(isinstance(x, KE) for x in inner):
+            raise Refused(Nt.NO_PROPOSAL_CHOSEN, "PFS for Child SAs is not supported")
+        rekey = next((x for x in inner if isinstance(x, N) and x.type == Nt.REKEY_SA), None)
+        if rekey is not None:
+            old = int.from_bytes(rekey.spi, "big") if len(rekey.spi) == 4 else -1
+            if not any(c.spi_out == old for c in self.children.values()):
+                raise Refused(Nt.CHILD_SA_NOT_FOUND, f"no Child SA with SPI {old:#x}")
+        pick = props.choose(sa.proposals, list(p.esp_suites), Protocol.ESP, None)
+        if pick is None:
+            raise Refused(Nt.NO_PROPOSAL_CHOSEN, "no acceptable ESP proposal")
+        prop, suite = pick
+        ours, peers = self._sides()
+        new_tsi, new_tsr = narrow(tsi.selectors, peers or tsi.selectors), narrow(tsr.selectors, ours or tsr.selectors)
+        if not new_tsi or not new_tsr:
+            raise Refused(Nt.TS_UNACCEPTABLE, "traffic selectors outside policy")
+        spi_in, nr = int.from_bytes(self.rand(4), "big") | 0x100, self.rand(32)
+        km = child_keymat(self.prf, self._sk_d(), nonce.data, nr, keymat_len(suite))
+        pair = esp_pair(self, suite, spi_in, int.from_bytes(prop.spi, "big"), new_tsr, new_tsi, p.transport, km,
+                        initiated=False)  # fmt: skip
+        pair.extra.update(tsi=new_tsr, tsr=new_tsi)  # from our side, for our own rekeys
+        self.children[spi_in] = pair
+        pl: list[Payload] = [SA((props.selected(prop, suite, spi_in.to_bytes(4, "big")),)), Nonce(nr), TSi(new_tsi),
+                             TSr(new_tsr)]  # fmt: skip
+        return pl, [Program(ChildSaInstall(self.spi_i, pair))]
+
+    def _sides(self) -> tuple[tuple[TrafficSelector, ...], tuple[TrafficSelector, ...]]:
+        """What our side and the peer's side of a Child SA may cover (empty: whatever is proposed). The
+        addresses a CFG_REPLY assigned bind the mobile node's side in both roles."""
+        from mobility.ike.exchanges import _addresses
+
+        p = self.policy
+        assert p is not None
+        vips = tuple(_addresses(list(self.attributes)))
+        if self.initiator:
+            return vips or p.local_ts, p.remote_ts
+        return p.local_ts, vips or p.remote_ts
+
+    def _ike_rekey_reply(self, inner: list[Payload]) -> tuple[list[Payload], list[Action]]:
+        p = self.policy
+        assert p is not None
+        sa, nonce, ke = _one(inner, SA), _one(inner, Nonce), _one(inner, KE)
+        pick = props.choose(sa.proposals, list(p.ike_suites), Protocol.IKE, ke.group)
+        if pick is None or any(len(x.spi) != 8 for x in sa.proposals):
+            raise Refused(Nt.NO_PROPOSAL_CHOSEN, "no acceptable IKE rekey proposal")
+        prop, suite = pick
+        if suite.dh != ke.group:
+            raise Refused(Nt.INVALID_KE_PAYLOAD, f"KE group {ke.group}", (suite.dh or 0).to_bytes(2, "big"))
+        priv, pub = DH_GROUPS[ke.group].generate(self.rand)
+        g_ir = DH_GROUPS[ke.group].shared(priv, ke.data)
+        our_spi, nr = self.rand(8), self.rand(32)
+        new = self._successor(False, our_spi, prop.spi, suite, g_ir, nonce.data, nr)
+        out = self._handover(new)
+        pl: list[Payload] = [SA((props.selected(prop, suite, our_spi),)), Nonce(nr), KE(ke.group, pub)]
+        return pl, out
