@@ -152,14 +152,15 @@ def test_transport_mode_two_clients_behind_one_nat(natt_lab: Lab, v6: bool) -> N
         gw.ctl("sa.add", **gsa)
         c.ctl("sa.add", **csa)
         sas.append(gsa)
-    # without an alias the second client's SA would conflict (§5.2): refused, nothing changed
+    # another NAT mapping claiming client 2's selectors would be confused with it (§5.2): refused,
+    # nothing changed (only a rekey, same peer address and port, may overlap its predecessor)
     with ControlClient(gw.socket) as ctl, pytest.raises(Exception, match="conflicting"):
         _, dup = sa_pair(
             client_local="10.0.0.9",
             client_peer=gw_addr(v6) if not v6 else "2001:db8:1::2",
             gw_local=gw_addr(v6),
-            gw_peer=mappings[1][0],
-            gw_peer_port=mappings[1][1],
+            gw_peer=mappings[0][0],
+            gw_peer_port=mappings[0][1],
             mode="transport",
             peer_alias=f"fd00:64::{2}" if v6 else "100.64.0.2",
         )

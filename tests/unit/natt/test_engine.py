@@ -309,3 +309,22 @@ def test_mobike_peer_update_moves_traffic_and_keepalives() -> None:
     with pytest.raises(KeyError):
         g.update_sa_peer(0x4242, ip_address("192.0.2.9"), 4500, now=7)
     assert g.sa(gsa.spi_in).peer == ip_address("198.51.100.7")
+
+
+def test_rekeyed_child_sa_coexists_with_predecessor_then_takes_over() -> None:
+    """RFC 7296 §2.8: the new SA (same selectors, same peer) is added before the old one is deleted;
+    outbound moves to the newest at once, the old still decrypts until deleted, routes stay."""
+    _, gsa = gcm_pair()
+    g = engine()
+    g.add_sa(gsa, now=0)
+    new = replace(gsa, spi_in=0x3003, spi_out=0x4004, key_in=KEY_B, key_out=KEY_A)
+    g.add_sa(new, now=1)
+    (out,) = sends(g.outbound(udp_packet("10.100.0.1", "10.200.0.1"), now=2))
+    assert out.data[:4] == (0x4004).to_bytes(4, "big")
+    acts = g.del_sa(gsa.spi_in, now=3)
+    assert not any(isinstance(a, Program) for a in acts)  # the successor keeps the routes
+    (out,) = sends(g.outbound(udp_packet("10.100.0.1", "10.200.0.1"), now=4))
+    assert out.data[:4] == (0x4004).to_bytes(4, "big")
+    # the same selectors from another NAT mapping are still refused (§5.2)
+    with pytest.raises(ValueError, match="conflicting"):
+        g.add_sa(replace(gsa, spi_in=0x5005, peer_port=40001), now=5)

@@ -186,7 +186,7 @@ def test_runner_notify_reload_and_stop(tmp_path: Path) -> None:
             text=True,
             cwd=REPO,
         )
-        assert json.loads(out.stdout)["engines"] == "not yet implemented"
+        assert json.loads(out.stdout)["ike"] == "disabled"
         out = subprocess.run(
             [sys.executable, "-m", "mobility.service.ctl", "--socket", str(ctl), "had", "status"],
             capture_output=True,
