@@ -82,8 +82,11 @@ def check_capture(lab: Lab) -> None:
     assert malformed(gw_pcap) == []
 
 
-@pytest.mark.parametrize("auth", ["psk", "pubkey"])
-def test_charon_initiator_gets_virtual_ips_from_had(ike_lab: Lab, pki: dict[str, Issued], auth: str) -> None:
+# "direct": the client runs on the NAT router itself, whose public address needs no translation
+@pytest.mark.parametrize(("auth", "mn"), [("psk", "c1"), ("pubkey", "c1"), ("psk", "nat")],
+                         ids=["psk-via-nat", "pubkey-via-nat", "psk-direct"])  # fmt: skip
+def test_charon_initiator_gets_virtual_ips_from_had(ike_lab: Lab, pki: dict[str, Issued], auth: str,
+                                                    mn: str) -> None:  # fmt: skip
     lab = ike_lab
     natt = start_natt(lab, "gw")
     conn: dict[str, object] = {"name": "rw", "local_id": "gw.example.test", "remote_id": "mn.example.test",
@@ -93,21 +96,22 @@ def test_charon_initiator_gets_virtual_ips_from_had(ike_lab: Lab, pki: dict[str,
     had = start_had(lab, "gw", natt, address=GW, conns=[conn], pool4="10.200.0.0/28", pool6="fd00:200::/120")
     echo(lab, "gw")
     if auth == "pubkey":
-        place_charon_pki(lab, "c1", pki, "mn")
-    c1 = start_charon(lab, "c1", psk_client(GW, TS, LAB_PSK, "aes128gcm16", vips="0.0.0.0, ::", auth=auth))
+        place_charon_pki(lab, mn, pki, "mn")
+    c1 = start_charon(lab, mn, psk_client(GW, TS, LAB_PSK, "aes128gcm16", vips="0.0.0.0, ::", auth=auth))
     out = swanctl(lab, c1, "--initiate", "--child", "home", "--timeout", "20")
     assert "initiate completed successfully" in out, out
     sas = swanctl(lab, c1, "--list-sas")
     assert "10.200.0.1" in sas and "fd00:200::1" in sas, sas  # virtual IPs from our pools
-    assert udp_ok(lab, "c1", "10.100.0.1", f"charon-to-had-v4-{auth}")
-    assert udp_ok(lab, "c1", "fd00:100::1", f"charon-to-had-v6-{auth}")
+    assert udp_ok(lab, mn, "10.100.0.1", f"charon-to-had-v4-{auth}")
+    assert udp_ok(lab, mn, "fd00:100::1", f"charon-to-had-v6-{auth}")
     leases = {x["address"]: x["identity"] for x in had.ctl("leases")}
     assert leases == {"10.200.0.1": "mn.example.test", "fd00:200::1": "mn.example.test"}
     check_capture(lab)
 
 
-@pytest.mark.parametrize("auth", ["psk", "pubkey"])
-def test_mobiled_initiator_with_charon_responder(ike_lab: Lab, pki: dict[str, Issued], auth: str) -> None:
+@pytest.mark.parametrize(("auth", "mn"), [("psk", "c1"), ("pubkey", "c1"), ("psk", "nat")],
+                         ids=["psk-via-nat", "pubkey-via-nat", "psk-direct"])  # fmt: skip
+def test_mobiled_initiator_with_charon_responder(ike_lab: Lab, pki: dict[str, Issued], auth: str, mn: str) -> None:
     lab = ike_lab
     if auth == "pubkey":
         place_charon_pki(lab, "gw", pki, "gw")
@@ -117,13 +121,14 @@ def test_mobiled_initiator_with_charon_responder(ike_lab: Lab, pki: dict[str, Is
     conn: dict[str, object] = {"name": "home", "remote_id": "gw.example.test",
                                "remote_ts": ["10.100.0.0/24", "fd00:100::/64"]}  # fmt: skip
     if auth == "pubkey":
-        conn.update(our_pki(lab, "c1", "mobiled", pki, "mn"))
-    mn: IkeDaemon = start_mobiled(lab, "c1", start_natt(lab, "c1"), home_agents=[GW], conn=conn,
-                                  request=("ip4", "ip6"))  # fmt: skip
-    home = wait_home(mn)
+        conn.update(our_pki(lab, mn, "mobiled", pki, "mn"))
+    node: IkeDaemon = start_mobiled(lab, mn, start_natt(lab, mn), home_agents=[GW], conn=conn,
+                                    request=("ip4", "ip6"))  # fmt: skip
+    home = wait_home(node)
+    assert home["nat"] is (mn == "c1")  # NAT detection (RFC 7296 §2.23) sees the masquerade or not
     assert "10.200.0.1/32" in home["addresses"] and "fd00:200::1/128" in home["addresses"]
-    assert udp_ok(lab, "c1", "10.100.0.1", f"mobiled-to-charon-v4-{auth}")
-    assert udp_ok(lab, "c1", "fd00:100::1", f"mobiled-to-charon-v6-{auth}")
+    assert udp_ok(lab, mn, "10.100.0.1", f"mobiled-to-charon-v4-{auth}")
+    assert udp_ok(lab, mn, "fd00:100::1", f"mobiled-to-charon-v6-{auth}")
     assert "mn.example.test" in swanctl(lab, gw, "--list-sas")
     check_capture(lab)
 
