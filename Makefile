@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 CAPTURES := build/captures
 
-.PHONY: setup demo test test-host test-guest install lint bench-natt clean
+.PHONY: setup demo test test-host test-guest install lint bench-natt bench-ike clean
 
 setup:
 	@bash scripts/setup.sh
@@ -35,6 +35,9 @@ lint: setup
 
 bench-natt: setup
 	$(PY) -m bench.natt
+
+bench-ike: setup
+	$(PY) -m bench.ike
 
 clean:
 	rm -rf build

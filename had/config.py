@@ -23,6 +23,10 @@ class IkeResponderSection:
     enabled: bool = field(default=False, metadata={"doc": "answer IKEv2 (RFC 5026 bootstrapping, VPN gateway)"})
     listen: tuple[str, ...] = field(default=("0.0.0.0",), metadata={"doc": "addresses for UDP 500"})
     address: str = field(default="", metadata={"doc": "our public address as peers reach it (NAT detection)"})
+    fwmark: int = field(
+        default=0x4500,
+        metadata={"doc": "mark on IKE sockets so IKE bypasses tunnels (natt's tun.fwmark)", "range": (1, 2**32 - 1)},
+    )
     natt_socket: Path = field(
         default=Path("/run/mobility/natt.sock"), metadata={"doc": "natt's control socket (UDP 4500, ESP)"}
     )

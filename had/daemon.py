@@ -41,17 +41,36 @@ class HadDaemon(ServiceShell):
         self.store = StateStore(self.ctx.state_dir / "had.sqlite")
         self.policies = [build_policy(conn) for conn in c.connections]
         static = {s.identity: tuple(ip_address(a) for a in s.addresses) for s in c.assign}
-        self.pool = AddressPool(pool4=c.pool4, pool6=c.pool6, home_prefix=c.home_prefix, static=static, fcfs=c.fcfs,
-                                autoconf=c.autoconf, linger_s=c.lease_linger_s,
-                                dns=tuple(ip_address(d) for d in c.dns))  # fmt: skip
+        self.pool = AddressPool(
+            pool4=c.pool4,
+            pool6=c.pool6,
+            home_prefix=c.home_prefix,
+            static=static,
+            fcfs=c.fcfs,
+            autoconf=c.autoconf,
+            linger_s=c.lease_linger_s,
+            dns=tuple(ip_address(d) for d in c.dns),
+        )
         self.pool.restore(list(self.store.all("lease").values()))
         suites = tuple(s for p in self.policies for s in p.ike_suites)
-        engine = IkeEngine(rand=os.urandom, suites=suites, lookup=self._lookup, assigner=self.pool.assign,
-                           releaser=self.pool.release, cookie_threshold=c.cookie_threshold,
-                           signatures=any(p.auth == "pubkey" for p in self.policies),
-                           local_addr=c.address or c.listen[0])  # fmt: skip
-        self.ike = IkeShell(engine, natt_socket=c.natt_socket, listen=c.listen, on_event=self._event,
-                            on_persist=self._persist)  # fmt: skip
+        engine = IkeEngine(
+            rand=os.urandom,
+            suites=suites,
+            lookup=self._lookup,
+            assigner=self.pool.assign,
+            releaser=self.pool.release,
+            cookie_threshold=c.cookie_threshold,
+            signatures=any(p.auth == "pubkey" for p in self.policies),
+            local_addr=c.address or c.listen[0],
+        )
+        self.ike = IkeShell(
+            engine,
+            natt_socket=c.natt_socket,
+            listen=c.listen,
+            on_event=self._event,
+            on_persist=self._persist,
+            fwmark=c.fwmark,
+        )
         self.handlers.update(self.ike.handlers(secrets=self.cfg.ike.log_secrets))
         await self.ike.start()
         if c.log_secrets:
@@ -74,13 +93,22 @@ class HadDaemon(ServiceShell):
     def _persist(self, rec: Any) -> None:
         assert self.store is not None
         if isinstance(rec, LeaseStored):  # committed before the IKE_AUTH reply leaves (actions are ordered)
-            self.store.put("lease", rec.address, {"address": rec.address, "identity": rec.identity,
-                                                  "online": rec.online, "since": rec.since})  # fmt: skip
+            self.store.put(
+                "lease",
+                rec.address,
+                {"address": rec.address, "identity": rec.identity, "online": rec.online, "since": rec.since},
+            )
 
     def _event(self, ev: Any) -> None:
         if isinstance(ev, IkeSaEstablished):
-            log.info("IKE SA %s established with %s (%s:%d)%s", ev.name, ev.remote_id, ev.peer, ev.peer_port,
-                     " behind NAT" if ev.nat_remote else "")  # fmt: skip
+            log.info(
+                "IKE SA %s established with %s (%s:%d)%s",
+                ev.name,
+                ev.remote_id,
+                ev.peer,
+                ev.peer_port,
+                " behind NAT" if ev.nat_remote else "",
+            )
         elif isinstance(ev, IkeSaFailed):
             log.warning("IKE SA %s with %s failed: %s", ev.name, ev.peer, ev.reason)
         elif isinstance(ev, IkeSaDeleted):
@@ -89,12 +117,19 @@ class HadDaemon(ServiceShell):
     def _cmd_leases(self, args: dict[str, Any], conn: ControlConnection) -> list[dict[str, Any]]:
         if self.pool is None:
             return []
-        return [{"address": str(a), "identity": lease.identity, "online": lease.online}
-                for a, lease in sorted(self.pool.leases.items(), key=lambda kv: (kv[0].version, kv[0]))]  # fmt: skip
+        return [
+            {"address": str(a), "identity": lease.identity, "online": lease.online}
+            for a, lease in sorted(self.pool.leases.items(), key=lambda kv: (kv[0].version, kv[0]))
+        ]
 
     def status(self) -> dict[str, Any]:
         if self.ike is None:
             return {"role": self.ROLE, "ike": "disabled"}
         sas = self.ike.engine.status()
-        return {"role": self.ROLE, "ike_sas": len(sas), "established": sum(s["state"] == "established" for s in sas),
-                "leases": len(self.pool.leases) if self.pool else 0, "counters": dict(self.ike.engine.counters)}  # fmt: skip
+        return {
+            "role": self.ROLE,
+            "ike_sas": len(sas),
+            "established": sum(s["state"] == "established" for s in sas),
+            "leases": len(self.pool.leases) if self.pool else 0,
+            "counters": dict(self.ike.engine.counters),
+        }

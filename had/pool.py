@@ -36,10 +36,19 @@ class AssignmentFailed(Exception):
 
 
 class AddressPool:
-    def __init__(self, *, pool4: IPv4Network | None, pool6: IPv6Network | None, home_prefix: IPv6Network | None,
-                 static: dict[str, tuple[Addr, ...]], fcfs: bool = True, autoconf: bool = True,
-                 prefix_lifetime_s: int = 86400, linger_s: float = 3600.0,
-                 dns: tuple[Addr, ...] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        pool4: IPv4Network | None,
+        pool6: IPv6Network | None,
+        home_prefix: IPv6Network | None,
+        static: dict[str, tuple[Addr, ...]],
+        fcfs: bool = True,
+        autoconf: bool = True,
+        prefix_lifetime_s: int = 86400,
+        linger_s: float = 3600.0,
+        dns: tuple[Addr, ...] = (),
+    ) -> None:
         self.pool4, self.pool6, self.home_prefix = pool4, pool6, home_prefix
         self.static = {k.lower(): v for k, v in static.items()}
         self.fcfs, self.autoconf, self.prefix_lifetime_s, self.linger_s = fcfs, autoconf, prefix_lifetime_s, linger_s
@@ -54,8 +63,9 @@ class AddressPool:
 
     # ---- the Assigner hook of the IKE engine -----------------------------------------------------
 
-    def assign(self, policy: Policy, who: str, cp: CP | None, now: float) -> tuple[list[CfgAttribute], list[N],
-                                                                                   list[Action]]:  # fmt: skip
+    def assign(
+        self, policy: Policy, who: str, cp: CP | None, now: float
+    ) -> tuple[list[CfgAttribute], list[N], list[Action]]:
         if cp is None:
             return [], [], []
         attrs: list[CfgAttribute] = []
@@ -94,7 +104,7 @@ class AddressPool:
 
     # ---- choice ----------------------------------------------------------------------------------
 
-    def _plen(self, a: IPv6Address) -> int:
+    def _plen(self, a: Addr) -> int:
         hp = self.home_prefix
         return hp.prefixlen if hp is not None and a in hp else 128
 
@@ -104,8 +114,14 @@ class AddressPool:
         if chosen is None and hint is not None and self.fcfs and self._may_take(key, hint, now):
             chosen = hint  # FCFS: the requested address, if nobody else holds or owns it
         if chosen is None:
-            chosen = next((a for a, lease in self.leases.items() if lease.identity.lower() == key
-                           and a.version == version and self._in_pool(a)), None)  # fmt: skip
+            chosen = next(
+                (
+                    a
+                    for a, lease in self.leases.items()
+                    if lease.identity.lower() == key and a.version == version and self._in_pool(a)
+                ),
+                None,
+            )
         if chosen is None:
             chosen = self._free(key, version, now)
         lease = LeaseStored(str(chosen), who, True, now)
@@ -122,16 +138,17 @@ class AddressPool:
         if owner is not None and owner != key:
             return False  # §9.2: never another MN's configured address
         lease = self.leases.get(a)
-        if lease is not None and lease.identity.lower() != key:
-            if lease.online or now - lease.since < self.linger_s:
-                return False
+        held = lease is not None and lease.identity.lower() != key
+        if held and lease is not None and (lease.online or now - lease.since < self.linger_s):
+            return False
         return self._in_pool(a) and a not in (getattr(n, "network_address", None) for n in (self.pool4, self.pool6))
 
     def _free(self, key: str, version: int, now: float) -> Addr:
         net = self.pool4 if version == 4 else (self.pool6 or self.home_prefix)
         if net is None:
             raise AssignmentFailed(f"no IPv{version} pool")
-        for i, a in enumerate(net.hosts()):
+        for i, host in enumerate(net.hosts()):
+            a: Addr = IPv4Address(int(host)) if version == 4 else IPv6Address(int(host))
             if i > 65536:
                 break
             if self._may_take(key, a, now):

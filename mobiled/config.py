@@ -16,6 +16,10 @@ __all__ = ["IkeInitiatorSection", "IPv6Network", "MobiledConfig"]
 @dataclass(frozen=True, slots=True)
 class IkeInitiatorSection:
     enabled: bool = field(default=False, metadata={"doc": "bring up IKEv2 with the first home agent that answers"})
+    fwmark: int = field(
+        default=0x4500,
+        metadata={"doc": "mark on IKE sockets so IKE bypasses tunnels (natt's tun.fwmark)", "range": (1, 2**32 - 1)},
+    )
     natt_socket: Path = field(
         default=Path("/run/mobility/natt.sock"), metadata={"doc": "natt's control socket (UDP 4500, ESP, TUN)"}
     )

@@ -16,7 +16,6 @@ from mobiled.config import MobiledConfig
 from mobility.ike.config import build_policy
 from mobility.ike.engine import IkeEngine
 from mobility.ike.policy import IkeSaDeleted, IkeSaEstablished, IkeSaFailed, Policy
-from mobility.service.control import ControlConnection
 from mobility.service.ikeshell import IkeShell, source_for
 from mobility.service.runner import DaemonContext
 from mobility.service.shell import ServiceShell
@@ -82,7 +81,9 @@ class MobiledDaemon(ServiceShell):
         conn = c.connection if c.connection.local_id else replace(c.connection, local_id=self.cfg.fqdn)
         self.policy = build_policy(conn, cp_request(c.request, c.home_address))
         engine = IkeEngine(rand=os.urandom)
-        self.ike = IkeShell(engine, natt_socket=c.natt_socket, listen=("0.0.0.0", "::"), on_event=self._event)
+        self.ike = IkeShell(
+            engine, natt_socket=c.natt_socket, listen=("0.0.0.0", "::"), on_event=self._event, fwmark=c.fwmark
+        )
         self.handlers.update(self.ike.handlers(secrets=False))
         await self.ike.start()
         self._try_next()
@@ -112,10 +113,19 @@ class MobiledDaemon(ServiceShell):
         if isinstance(ev, IkeSaEstablished):
             addrs = addresses_from(ev)
             log.info("IKE SA with %s established (%s); inner addresses %s", ev.peer, ev.remote_id, ", ".join(addrs))
-            dns = [str(ip_address(a.value)) for a in ev.attributes
-                   if a.type in (CfgAttr.INTERNAL_IP4_DNS, CfgAttr.INTERNAL_IP6_DNS) and len(a.value) in (4, 16)]
-            self.home = {"home_agent": ev.peer, "state": "established", "addresses": addrs, "dns": dns,
-                         "nat": ev.nat_local, "use_assigned_hoa": Notify.USE_ASSIGNED_HOA in ev.notifies}  # fmt: skip
+            dns = [
+                str(ip_address(a.value))
+                for a in ev.attributes
+                if a.type in (CfgAttr.INTERNAL_IP4_DNS, CfgAttr.INTERNAL_IP6_DNS) and len(a.value) in (4, 16)
+            ]
+            self.home = {
+                "home_agent": ev.peer,
+                "state": "established",
+                "addresses": addrs,
+                "dns": dns,
+                "nat": ev.nat_local,
+                "use_assigned_hoa": Notify.USE_ASSIGNED_HOA in ev.notifies,
+            }
             for a in addrs:
                 self.ike._spawn(self.ike._natt_call("addr.add", address=a))
         elif isinstance(ev, IkeSaFailed):
@@ -124,8 +134,9 @@ class MobiledDaemon(ServiceShell):
             self.ha_index += 1
             self.current = None
             if self.ha_index < 2 * max(1, len(self.cfg.home_agents)):
-                asyncio.get_running_loop().call_later(0.5 if self.ha_index % len(self.cfg.home_agents) else 5.0,
-                                                      self._try_next)  # fmt: skip
+                asyncio.get_running_loop().call_later(
+                    0.5 if self.ha_index % len(self.cfg.home_agents) else 5.0, self._try_next
+                )
         elif isinstance(ev, IkeSaDeleted):
             log.info("IKE SA with %s deleted: %s", ev.remote_id, ev.reason)
             self.home = {"state": "down", "reason": ev.reason}

@@ -21,6 +21,16 @@ class Send:
 
 
 @dataclass(slots=True)
+class IkeSend:
+    """Send an IKE message from our UDP `sport` (500, or 4500 through natt with the non-ESP marker)."""
+
+    dst: str
+    dport: int
+    sport: int
+    data: bytes
+
+
+@dataclass(slots=True)
 class Deliver:
     """Hand a decapsulated inner IP packet to the local stack (TUN write)."""
 
@@ -48,4 +58,4 @@ class Notify:
     event: Any
 
 
-Action = Send | Deliver | Program | Persist | Notify
+Action = Send | IkeSend | Deliver | Program | Persist | Notify

@@ -154,8 +154,9 @@ class OutboundTable:
         self._hosts: dict[bytes, LiveSa] = {}
         self._nets: list[tuple[IPv4Network | IPv6Network, int, int, LiveSa]] = []
 
-    def conflicts(self, keys: tuple[IPNetwork, ...], ignore: LiveSa | None = None,
-                  also: tuple[LiveSa, ...] = ()) -> list[str]:  # fmt: skip
+    def conflicts(
+        self, keys: tuple[IPNetwork, ...], ignore: LiveSa | None = None, also: tuple[LiveSa, ...] = ()
+    ) -> list[str]:
         found = []
         for key in keys:
             for live in self._all():
@@ -172,8 +173,7 @@ class OutboundTable:
         return tuple(
             live
             for live in self._all()
-            if set(live.keys) == set(new.keys)
-            and (live.sa.peer, live.sa.peer_port) == (new.sa.peer, new.sa.peer_port)
+            if set(live.keys) == set(new.keys) and (live.sa.peer, live.sa.peer_port) == (new.sa.peer, new.sa.peer_port)
         )
 
     def _all(self) -> list[LiveSa]:

@@ -78,8 +78,9 @@ _ECDSA_METHODS = {
 }
 
 
-def signed_octets(real_message: bytes, peer_nonce: bytes, prf: Callable[[bytes, bytes], bytes], sk_p: bytes,
-                  id_body: bytes) -> bytes:  # fmt: skip
+def signed_octets(
+    real_message: bytes, peer_nonce: bytes, prf: Callable[[bytes, bytes], bytes], sk_p: bytes, id_body: bytes
+) -> bytes:
     """RealMessage | NonceData | prf(SK_p, RestOfIDPayload) (RFC 7296 §2.15)."""
     return real_message + peer_nonce + prf(sk_p, id_body)
 
@@ -107,8 +108,9 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
     return [x509.load_der_x509_certificate(data)]
 
 
-def sign(key: PrivateKey, octets: bytes, *, method: AuthMethod | None = None,
-         hashes_ok: frozenset[int] = frozenset()) -> tuple[AuthMethod, bytes]:  # fmt: skip
+def sign(
+    key: PrivateKey, octets: bytes, *, method: AuthMethod | None = None, hashes_ok: frozenset[int] = frozenset()
+) -> tuple[AuthMethod, bytes]:
     """Sign with method 14 when the peer announced SHA-2 hashes (RFC 7427 §4), else 1 / 9-11."""
     if method is None:
         method = AuthMethod.DIGITAL_SIGNATURE if hashes_ok & {2, 3, 4} else None
@@ -203,8 +205,13 @@ def _valid_at(cert: x509.Certificate, now: datetime) -> None:
         raise AuthError(f"certificate {cert.subject.rfc4514_string()} not valid at {now.isoformat()}")
 
 
-def validate_chain(end_entity: x509.Certificate, intermediates: Sequence[x509.Certificate],
-                   anchors: Sequence[x509.Certificate], *, now: datetime) -> None:  # fmt: skip
+def validate_chain(
+    end_entity: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    *,
+    now: datetime,
+) -> None:
     """end_entity -> intermediates* -> anchor, signatures, names, validity, CA constraints (RFC 5280 §6, simplified)."""
     try:
         _walk(end_entity, list(intermediates), list(anchors), now)

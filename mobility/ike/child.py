@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from mobility.crypto.ikeprf import DH_GROUPS, ike_keys, rekey_skeyseed
+from mobility.crypto.ikeprf import DH_GROUPS, child_keymat, ike_keys, rekey_skeyseed
 from mobility.crypto.ikesk import SkSuite
 from mobility.engine import Action, Notify, Program
 from mobility.ike import proposals as props
 from mobility.ike.exchanges import IkeSaAuth
 from mobility.ike.policy import ChildSaInstall, ChildSaRemove, IkeDropped, narrow
 from mobility.ike.sa import Pending, Refused, State, _one, esp_pair, keymat_len
-from mobility.crypto.ikeprf import child_keymat
 from mobility.wire.buffer import DecodeError
 from mobility.wire.ikev2 import (
     KE,
@@ -48,8 +47,9 @@ class IkeSa(IkeSaAuth):
         self.queue.append(fn)
         return []
 
-    def create_child(self, tsi: tuple[TrafficSelector, ...], tsr: tuple[TrafficSelector, ...], now: float) -> list[
-            Action]:  # fmt: skip
+    def create_child(
+        self, tsi: tuple[TrafficSelector, ...], tsr: tuple[TrafficSelector, ...], now: float
+    ) -> list[Action]:
         return self._enqueue(lambda t: self._child_request(None, tsi, tsr, t), now)
 
     def rekey_child(self, spi_in: int, now: float) -> list[Action]:
@@ -70,8 +70,12 @@ class IkeSa(IkeSaAuth):
         pl: list[Payload] = []
         if rekey_of is not None:
             pl.append(N(Nt.REKEY_SA, protocol=Protocol.ESP, spi=rekey_of.to_bytes(4, "big")))
-        pl += [SA(props.offer(list(p.esp_suites), Protocol.ESP, spi.to_bytes(4, "big"))), Nonce(ni), TSi(tuple(tsi)),
-               TSr(tuple(tsr))]  # fmt: skip
+        pl += [
+            SA(props.offer(list(p.esp_suites), Protocol.ESP, spi.to_bytes(4, "big"))),
+            Nonce(ni),
+            TSi(tuple(tsi)),
+            TSr(tuple(tsr)),
+        ]
         if p.transport:
             pl.append(N(Nt.USE_TRANSPORT_MODE))
         return self._request(CCS, pl, now, "child", (spi, ni, rekey_of))
@@ -113,15 +117,32 @@ class IkeSa(IkeSaAuth):
         if not any(set(suite.transforms) == set(s.transforms) for s in p.esp_suites):
             raise DecodeError("ikev2", "sa", 0, "responder chose an ESP suite we did not offer")
         km = child_keymat(self.prf, self._sk_d(), ni, nonce.data, keymat_len(suite))
-        pair = esp_pair(self, suite, spi, int.from_bytes(sa.proposals[0].spi, "big"), tsi.selectors, tsr.selectors,
-                        p.transport, km, initiated=True)  # fmt: skip
+        pair = esp_pair(
+            self,
+            suite,
+            spi,
+            int.from_bytes(sa.proposals[0].spi, "big"),
+            tsi.selectors,
+            tsr.selectors,
+            p.transport,
+            km,
+            initiated=True,
+        )
         pair.extra.update(tsi=tsi.selectors, tsr=tsr.selectors)
         self.children[spi] = pair
         out: list[Action] = [Program(ChildSaInstall(self.spi_i, pair))]
         if rekey_of is not None and rekey_of in self.children:  # §2.8: the rekeying side deletes the old one
             old_spi = rekey_of
-            self.queue.insert(0, lambda t: self._request(ExchangeType.INFORMATIONAL, [
-                Delete(Protocol.ESP, (old_spi.to_bytes(4, "big"),))], t, "delete_child", old_spi))  # fmt: skip
+            self.queue.insert(
+                0,
+                lambda t: self._request(
+                    ExchangeType.INFORMATIONAL,
+                    [Delete(Protocol.ESP, (old_spi.to_bytes(4, "big"),))],
+                    t,
+                    "delete_child",
+                    old_spi,
+                ),
+            )
         return out
 
     def _ike_rekey_answer(self, ctx: Any, inner: list[Payload], now: float) -> list[Action]:
@@ -136,14 +157,32 @@ class IkeSa(IkeSaAuth):
         self.state = State.DELETING  # §2.18: the side that rekeyed deletes the old IKE SA
         return out + self._request(ExchangeType.INFORMATIONAL, [Delete(Protocol.IKE)], now, "delete")
 
-    def _successor(self, we_initiated: bool, our_spi: bytes, their_spi: bytes, suite: props.Suite, g_ir: bytes,
-                   ni: bytes, nr: bytes) -> IkeSa:  # fmt: skip
+    def _successor(
+        self,
+        we_initiated: bool,
+        our_spi: bytes,
+        their_spi: bytes,
+        suite: props.Suite,
+        g_ir: bytes,
+        ni: bytes,
+        nr: bytes,
+    ) -> IkeSa:
         spi_i, spi_r = (our_spi, their_spi) if we_initiated else (their_spi, our_spi)
-        new = IkeSa(initiator=we_initiated, spi_i=spi_i, rand=self.rand, local=self.local, peer=self.peer,
-                    policy=self.policy, clock=self.clock)  # fmt: skip
+        new = IkeSa(
+            initiator=we_initiated,
+            spi_i=spi_i,
+            rand=self.rand,
+            local=self.local,
+            peer=self.peer,
+            policy=self.policy,
+            clock=self.clock,
+        )
         new.spi_r, new.ni, new.nr, new.suite, new.dh_group = spi_r, ni, nr, suite, suite.dh or 0
-        prf_t, encr, integ = (suite.get(TransformType.PRF), suite.get(TransformType.ENCR),
-                              suite.get(TransformType.INTEG))  # fmt: skip
+        prf_t, encr, integ = (
+            suite.get(TransformType.PRF),
+            suite.get(TransformType.ENCR),
+            suite.get(TransformType.INTEG),
+        )
         assert prf_t is not None and encr is not None and encr.key_length is not None
         from mobility.crypto.ikeprf import Prf
 
@@ -152,8 +191,18 @@ class IkeSa(IkeSaAuth):
         seed = rekey_skeyseed(self.prf, self._sk_d(), g_ir, ni, nr)  # old SA's PRF and SK_d
         new.keys = ike_keys(new.prf, seed, ni + nr + spi_i + spi_r, new.sk.integ_key_len, new.sk.encr_key_len)
         new.state, new.next_mid, new.peer_mid = State.ESTABLISHED, 0, 0
-        for attr in ("use_4500", "nat_local", "nat_remote", "remote_id", "attributes", "assigner", "releaser",
-                     "lookup", "peer_hashes", "created"):  # fmt: skip
+        for attr in (
+            "use_4500",
+            "nat_local",
+            "nat_remote",
+            "remote_id",
+            "attributes",
+            "assigner",
+            "releaser",
+            "lookup",
+            "peer_hashes",
+            "created",
+        ):
             setattr(new, attr, getattr(self, attr))
         return new
 
@@ -174,8 +223,8 @@ class IkeSa(IkeSaAuth):
             else:
                 pl, out = self._child_reply(inner)
         except Refused as r:
-            return [self._respond(CCS, mid, [N(r.notify, r.data)])]  # type: ignore[list-item]
-        return [*out, self._respond(CCS, mid, pl)]  # type: ignore[list-item]
+            return [self._respond(CCS, mid, [N(r.notify, r.data)])]
+        return [*out, self._respond(CCS, mid, pl)]
 
     def _child_reply(self, inner: list[Payload]) -> tuple[list[Payload], list[Action]]:
         p = self.policy
@@ -198,12 +247,17 @@ class IkeSa(IkeSaAuth):
             raise Refused(Nt.TS_UNACCEPTABLE, "traffic selectors outside policy")
         spi_in, nr = int.from_bytes(self.rand(4), "big") | 0x100, self.rand(32)
         km = child_keymat(self.prf, self._sk_d(), nonce.data, nr, keymat_len(suite))
-        pair = esp_pair(self, suite, spi_in, int.from_bytes(prop.spi, "big"), new_tsr, new_tsi, p.transport, km,
-                        initiated=False)  # fmt: skip
+        pair = esp_pair(
+            self, suite, spi_in, int.from_bytes(prop.spi, "big"), new_tsr, new_tsi, p.transport, km, initiated=False
+        )
         pair.extra.update(tsi=new_tsr, tsr=new_tsi)  # from our side, for our own rekeys
         self.children[spi_in] = pair
-        pl: list[Payload] = [SA((props.selected(prop, suite, spi_in.to_bytes(4, "big")),)), Nonce(nr), TSi(new_tsi),
-                             TSr(new_tsr)]  # fmt: skip
+        pl: list[Payload] = [
+            SA((props.selected(prop, suite, spi_in.to_bytes(4, "big")),)),
+            Nonce(nr),
+            TSi(new_tsi),
+            TSr(new_tsr),
+        ]
         return pl, [Program(ChildSaInstall(self.spi_i, pair))]
 
     def _sides(self) -> tuple[tuple[TrafficSelector, ...], tuple[TrafficSelector, ...]]:

@@ -11,8 +11,12 @@ from mobility.ike.policy import Credentials, Identity, Policy, Timers, ts_from_n
 from mobility.ike.proposals import parse_suite
 from mobility.wire.ikev2 import CfgAttribute, Protocol
 
-DEFAULT_IKE = ("aes128gcm16-prfsha256-x25519", "aes128-sha256-x25519", "aes128gcm16-prfsha256-ecp256",
-               "aes128-sha256-modp2048")  # fmt: skip
+DEFAULT_IKE = (
+    "aes128gcm16-prfsha256-x25519",
+    "aes128-sha256-x25519",
+    "aes128gcm16-prfsha256-ecp256",
+    "aes128-sha256-modp2048",
+)
 DEFAULT_ESP = ("aes128gcm16", "aes128-sha256")
 
 
@@ -31,7 +35,9 @@ class IkeConnection:
     local_ts: tuple[str, ...] = field(default=(), metadata={"doc": "our side of the Child SA (prefixes)"})
     remote_ts: tuple[str, ...] = field(default=(), metadata={"doc": "the peer's side (prefixes)"})
     mode: Literal["tunnel", "transport"] = field(default="tunnel", metadata={"doc": "Child SA mode"})
-    mobike: bool = field(default=True, metadata={"doc": "offer MOBIKE (RFC 4555)"})
+    mobike: bool = field(
+        default=False, metadata={"doc": "announce MOBIKE_SUPPORTED (RFC 4555; address updates: not yet)"}
+    )
     retransmit_timeout_s: float = field(default=4.0, metadata={"doc": "first retransmission", "range": (0.1, 60)})
     retransmit_tries: int = field(default=5, metadata={"doc": "retransmissions before giving up", "range": (0, 20)})
 
@@ -55,8 +61,11 @@ def build_policy(c: IkeConnection, cp_request: tuple[CfgAttribute, ...] = ()) ->
         if c.cert_file is None or c.key_file is None or not c.ca_files:
             raise ValueError(f"connection {c.name}: auth = pubkey needs cert_file, key_file and ca_files")
         anchors = tuple(a for p in c.ca_files for a in ikeauth.load_certificates(p.read_bytes()))
-        cred = Credentials(private_key=ikeauth.load_private_key(_read_secret(c.key_file)),
-                           certs=tuple(ikeauth.load_certificates(c.cert_file.read_bytes())), anchors=anchors)  # fmt: skip
+        cred = Credentials(
+            private_key=ikeauth.load_private_key(_read_secret(c.key_file)),
+            certs=tuple(ikeauth.load_certificates(c.cert_file.read_bytes())),
+            anchors=anchors,
+        )
     return Policy(
         name=c.name,
         local_id=Identity.parse(c.local_id),

@@ -12,17 +12,17 @@ from __future__ import annotations
 import hmac
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 from datetime import datetime
 from ipaddress import ip_address
+from typing import Any
 
 from mobility.crypto.esp import IntegrityError
 from mobility.crypto.ikeprf import DhError, cookie
-from mobility.engine import Action, Notify
+from mobility.engine import Action, IkeSend, Notify
 from mobility.ike.child import IkeSa
 from mobility.ike.policy import IkeDropped, Policy
 from mobility.ike.proposals import Suite
-from mobility.ike.sa import ZERO_SPI, Assigner, IkeSend, Refused, Releaser, State
+from mobility.ike.sa import ZERO_SPI, Assigner, Refused, Releaser, State
 from mobility.wire.buffer import DecodeError
 from mobility.wire.ikev2 import ExchangeType, Flag, Header, IkeError, Message, N, Nonce
 from mobility.wire.ikev2 import Notify as Nt
@@ -55,10 +55,18 @@ class IkeEngine:
 
     # ---- commands -----------------------------------------------------------------------------
 
-    def initiate(self, policy: Policy, peer: tuple[str, int], local: tuple[str, int], *, now: float) -> tuple[
-            bytes, list[Action]]:  # fmt: skip
-        sa = IkeSa(initiator=True, spi_i=self._new_spi(), rand=self.rand, local=local, peer=peer, policy=policy,
-                   clock=self.clock)  # fmt: skip
+    def initiate(
+        self, policy: Policy, peer: tuple[str, int], local: tuple[str, int], *, now: float
+    ) -> tuple[bytes, list[Action]]:
+        sa = IkeSa(
+            initiator=True,
+            spi_i=self._new_spi(),
+            rand=self.rand,
+            local=local,
+            peer=peer,
+            policy=policy,
+            clock=self.clock,
+        )
         self.sas[sa.spi_i] = sa
         return sa.spi_i, sa.start(now)
 
@@ -125,8 +133,9 @@ class IkeEngine:
             self.sas[new.spi_i if new.initiator else new.spi_r] = new
         sa.spawned.clear()
 
-    def _dispatch(self, sa: IkeSa, data: bytes, msg: Message, src: str, sport: int, lport: int,
-                  now: float) -> list[Action]:  # fmt: skip
+    def _dispatch(
+        self, sa: IkeSa, data: bytes, msg: Message, src: str, sport: int, lport: int, now: float
+    ) -> list[Action]:
         h = msg.header
         if h.is_response:
             p = sa.pending
@@ -154,8 +163,7 @@ class IkeEngine:
             return sa.on_request(data, msg, now)
         return self._drop("unexpected", src, f"request in state {sa.state.value}")
 
-    def _on_init_request(self, data: bytes, msg: Message, src: str, sport: int, lport: int,
-                         now: float) -> list[Action]:  # fmt: skip
+    def _on_init_request(self, data: bytes, msg: Message, src: str, sport: int, lport: int, now: float) -> list[Action]:
         h = msg.header
         dup = self._half_open.get((h.spi_i, src, sport))
         if dup is not None and dup.state != State.DEAD:
@@ -172,8 +180,14 @@ class IkeEngine:
             if self._need_cookie(now) and not self._cookie_ok(msg, nonce.data, src):
                 self.counters["cookie_demanded"] += 1
                 return [self._plain_reply(h, src, sport, lport, N(Nt.COOKIE, self._cookie(nonce.data, src, h.spi_i)))]
-            sa = IkeSa(initiator=False, spi_i=h.spi_i, rand=self.rand, local=(self.local_addr, lport),
-                       peer=(src, sport), clock=self.clock)  # fmt: skip
+            sa = IkeSa(
+                initiator=False,
+                spi_i=h.spi_i,
+                rand=self.rand,
+                local=(self.local_addr, lport),
+                peer=(src, sport),
+                clock=self.clock,
+            )
             out = sa.respond_init(data, msg, list(self.suites), now, self.signatures)
         except Refused as r:
             self.counters[f"refused_{r.notify.name.lower()}"] += 1
@@ -229,9 +243,9 @@ class IkeEngine:
         for k, sa in list(self.sas.items()):
             if sa.state == State.DEAD:
                 del self.sas[k]
-        for k, sa in list(self._half_open.items()):
-            if sa.state != State.EXPECT_AUTH_REQUEST:
-                del self._half_open[k]
+        for hk, half in list(self._half_open.items()):
+            if half.state != State.EXPECT_AUTH_REQUEST:
+                del self._half_open[hk]
 
     def _drop(self, reason: str, src: str, detail: str) -> list[Action]:
         self.counters[f"drop_{reason}"] += 1
@@ -262,10 +276,18 @@ class IkeEngine:
         ]
 
 
-_TSHARK_ENCR = {(20, 128): "AES-GCM-128 with 16 octet ICV [RFC5282]", (20, 256): "AES-GCM-256 with 16 octet ICV [RFC5282]",
-                (12, 128): "AES-CBC-128 [RFC3602]", (12, 256): "AES-CBC-256 [RFC3602]"}  # fmt: skip
-_TSHARK_INTEG = {None: "NONE [RFC4306]", 12: "HMAC_SHA2_256_128 [RFC4868]", 13: "HMAC_SHA2_384_192 [RFC4868]",
-                 14: "HMAC_SHA2_512_256 [RFC4868]"}  # fmt: skip
+_TSHARK_ENCR = {
+    (20, 128): "AES-GCM-128 with 16 octet ICV [RFC5282]",
+    (20, 256): "AES-GCM-256 with 16 octet ICV [RFC5282]",
+    (12, 128): "AES-CBC-128 [RFC3602]",
+    (12, 256): "AES-CBC-256 [RFC3602]",
+}
+_TSHARK_INTEG = {
+    None: "NONE [RFC4306]",
+    12: "HMAC_SHA2_256_128 [RFC4868]",
+    13: "HMAC_SHA2_384_192 [RFC4868]",
+    14: "HMAC_SHA2_512_256 [RFC4868]",
+}
 
 
 def _keys(sa: IkeSa) -> dict[str, object]:
@@ -273,5 +295,11 @@ def _keys(sa: IkeSa) -> dict[str, object]:
     if sa.keys is None or sa.sk is None:
         return {}
     k = sa.keys
-    return {"sk_ei": k.sk_ei.hex(), "sk_er": k.sk_er.hex(), "sk_ai": k.sk_ai.hex(), "sk_ar": k.sk_ar.hex(),
-            "encr": _TSHARK_ENCR.get((sa.sk.encr, sa.sk.key_bits), ""), "integ": _TSHARK_INTEG.get(sa.sk.integ, "")}  # fmt: skip
+    return {
+        "sk_ei": k.sk_ei.hex(),
+        "sk_er": k.sk_er.hex(),
+        "sk_ai": k.sk_ai.hex(),
+        "sk_ar": k.sk_ar.hex(),
+        "encr": _TSHARK_ENCR.get((sa.sk.encr, sa.sk.key_bits), ""),
+        "integ": _TSHARK_INTEG.get(sa.sk.integ, ""),
+    }

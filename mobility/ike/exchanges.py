@@ -12,13 +12,14 @@ from mobility.ike import proposals as props
 from mobility.ike.policy import (
     ChildSaInstall,
     ChildSaRemove,
+    Identity,
     IkeSaDeleted,
     IkeSaEstablished,
     Policy,
     any_ts,
     narrow,
 )
-from mobility.ike.sa import STATUS_OF_INTEREST, IkeSaCore, IkeSend, Refused, State, _one, esp_pair, keymat_len
+from mobility.ike.sa import STATUS_OF_INTEREST, IkeSaCore, Refused, State, _one, esp_pair, keymat_len
 from mobility.wire.buffer import DecodeError
 from mobility.wire.ikev2 import (
     AUTH,
@@ -34,13 +35,15 @@ from mobility.wire.ikev2 import (
     IDr,
     Message,
     N,
-    Notify as Nt,
     Payload,
     Protocol,
+    TrafficSelector,
     TSi,
     TSr,
 )
-from mobility.ike.policy import Identity
+from mobility.wire.ikev2 import (
+    Notify as Nt,
+)
 
 CHILD_ERRORS = (
     Nt.NO_PROPOSAL_CHOSEN,
@@ -48,7 +51,7 @@ CHILD_ERRORS = (
     Nt.SINGLE_PAIR_REQUIRED,
     Nt.INTERNAL_ADDRESS_FAILURE,
     Nt.FAILED_CP_REQUIRED,
-)  # fmt: skip  (§1.2: the IKE SA still comes up)
+)  # (§1.2: the IKE SA still comes up)
 
 
 class IkeSaAuth(IkeSaCore):
@@ -81,9 +84,9 @@ class IkeSaAuth(IkeSaCore):
 
         self.pending = Pending(data, 1, ExchangeType.IKE_AUTH, 1, now + self._timeout(0))
         self.next_mid = 2
-        return [self._send(data)]  # type: ignore[list-item]
+        return [self._send(data)]
 
-    def _initiator_tsi(self) -> tuple[object, ...]:
+    def _initiator_tsi(self) -> tuple[TrafficSelector, ...]:
         p = self.policy
         assert p is not None
         wants = {a.type for a in p.cp_request}
@@ -112,8 +115,8 @@ class IkeSaAuth(IkeSaCore):
         try:
             self._verify_peer(p, idr, auth, [c for c in inner if type(c) is CERT])
         except ikeauth.AuthError as e:
-            out = self._fail(f"responder authentication failed: {e}", notify_peer=True)
-            return [*self._request(ExchangeType.INFORMATIONAL, [Delete(Protocol.IKE)], now), *out]
+            failed = self._fail(f"responder authentication failed: {e}", notify_peer=True)
+            return [*self._request(ExchangeType.INFORMATIONAL, [Delete(Protocol.IKE)], now), *failed]
         self.remote_id = idr.text()
         self.state = State.ESTABLISHED
         cps = [c for c in inner if isinstance(c, CP) and c.cfg_type == CfgType.REPLY]
@@ -136,8 +139,16 @@ class IkeSaAuth(IkeSaCore):
         tsi, tsr = _one(inner, TSi), _one(inner, TSr)
         transport = any(isinstance(n, N) and n.type == Nt.USE_TRANSPORT_MODE for n in inner) and p.transport
         km = child_keymat(self.prf, self._sk_d(), self.ni, self.nr, keymat_len(suite))
-        pair = esp_pair(self, suite, self.child_spi, int.from_bytes(sa.proposals[0].spi, "big"), tsi.selectors,
-                        tsr.selectors, transport, km)  # fmt: skip
+        pair = esp_pair(
+            self,
+            suite,
+            self.child_spi,
+            int.from_bytes(sa.proposals[0].spi, "big"),
+            tsi.selectors,
+            tsr.selectors,
+            transport,
+            km,
+        )
         pair.extra.update(tsi=tsi.selectors, tsr=tsr.selectors)
         self.children[pair.spi_in] = pair
         return [Program(ChildSaInstall(self.spi_i, pair))]
@@ -148,9 +159,19 @@ class IkeSaAuth(IkeSaCore):
 
     def _established(self, notifies: tuple[int, ...]) -> IkeSaEstablished:
         assert self.policy is not None
-        return IkeSaEstablished(self.name, self.spi_i, self.spi_r, str(self.policy.local_id), self.remote_id,
-                                self.peer[0], self.peer[1], self.nat_local, self.nat_remote, self.attributes,
-                                notifies)  # fmt: skip
+        return IkeSaEstablished(
+            self.name,
+            self.spi_i,
+            self.spi_r,
+            str(self.policy.local_id),
+            self.remote_id,
+            self.peer[0],
+            self.peer[1],
+            self.nat_local,
+            self.nat_remote,
+            self.attributes,
+            notifies,
+        )
 
     # ---- IKE_AUTH, responder ------------------------------------------------------------------
 
@@ -165,7 +186,7 @@ class IkeSaAuth(IkeSaCore):
             self._verify_peer(policy, idi, auth, [c for c in inner if type(c) is CERT])
         except ikeauth.AuthError as e:
             reply = self._respond(ExchangeType.IKE_AUTH, msg.header.message_id, [N(Nt.AUTHENTICATION_FAILED)])
-            return [reply, *self._fail(f"initiator {who} failed authentication: {e}", notify_peer=False)]  # type: ignore[list-item]
+            return [reply, *self._fail(f"initiator {who} failed authentication: {e}", notify_peer=False)]
         self.policy, self.remote_id = policy, str(who)
         idr = IDr(policy.local_id.id_type, policy.local_id.data)
         reply_pl: list[Payload] = [idr, *self._cert_payloads(policy), *self._our_auth(policy, idr)]
@@ -174,14 +195,16 @@ class IkeSaAuth(IkeSaCore):
             attrs, extra, acts = self._assign(policy, inner, now)
             out += acts
             child_pl, child_acts = self._responder_child(policy, inner, attrs)
-            reply_pl += ([CP(CfgType.REPLY, tuple(attrs))] if attrs else []) + child_pl + extra
+            reply_pl += [CP(CfgType.REPLY, tuple(attrs))] if attrs else []
+            reply_pl += child_pl
+            reply_pl += extra
             out += child_acts
         except Refused as r:
             reply_pl.append(N(r.notify, r.data))
         if policy.mobike and any(isinstance(n, N) and n.type == Nt.MOBIKE_SUPPORTED for n in inner):
             reply_pl.append(N(Nt.MOBIKE_SUPPORTED))
         self.state = State.ESTABLISHED
-        out.append(self._respond(ExchangeType.IKE_AUTH, msg.header.message_id, reply_pl))  # type: ignore[arg-type]
+        out.append(self._respond(ExchangeType.IKE_AUTH, msg.header.message_id, reply_pl))
         out.append(Notify(self._established(())))
         return out
 
@@ -200,7 +223,7 @@ class IkeSaAuth(IkeSaCore):
             raise Refused(Nt.NO_PROPOSAL_CHOSEN, "no acceptable ESP proposal")
         prop, suite = pick
         vips = _addresses(attrs)
-        allowed_i = tuple(t for t in (policy.remote_ts or tsi.selectors)) if not vips else vips
+        allowed_i = vips if vips else tuple(t for t in policy.remote_ts or tsi.selectors)
         new_tsi, new_tsr = narrow(tsi.selectors, allowed_i), narrow(tsr.selectors, policy.local_ts or tsr.selectors)
         if not new_tsi or not new_tsr:
             raise Refused(Nt.TS_UNACCEPTABLE, "traffic selectors outside policy")
@@ -210,8 +233,7 @@ class IkeSaAuth(IkeSaCore):
         pair = esp_pair(self, suite, spi_in, int.from_bytes(prop.spi, "big"), new_tsr, new_tsi, transport, km)
         pair.extra.update(tsi=new_tsr, tsr=new_tsi)  # our side first, for our own rekeys
         self.children[spi_in] = pair
-        pl: list[Payload] = [SA((props.selected(prop, suite, spi_in.to_bytes(4, "big")),)), TSi(new_tsi),
-                             TSr(new_tsr)]  # fmt: skip
+        pl: list[Payload] = [SA((props.selected(prop, suite, spi_in.to_bytes(4, "big")),)), TSi(new_tsi), TSr(new_tsr)]
         if transport:
             pl.append(N(Nt.USE_TRANSPORT_MODE))
         return pl, [Program(ChildSaInstall(self.spi_i, pair))]
@@ -230,14 +252,14 @@ class IkeSaAuth(IkeSaCore):
         reply: list[Payload] = []
         for d in (p for p in inner if isinstance(p, Delete)):
             if d.protocol == Protocol.IKE:
-                out.append(self._respond(ex, msg.header.message_id, []))  # type: ignore[arg-type]
+                out.append(self._respond(ex, msg.header.message_id, []))
                 return out + self._gone("deleted by peer")
             if d.protocol == Protocol.ESP:
                 ours = self._delete_children({int.from_bytes(s, "big") for s in d.spis if len(s) == 4})
                 out += [Program(ChildSaRemove(self.spi_i, s)) for s in ours]
                 if ours:
                     reply.append(Delete(Protocol.ESP, tuple(s.to_bytes(4, "big") for s in ours)))
-        out.append(self._respond(ex, msg.header.message_id, reply))  # type: ignore[arg-type]
+        out.append(self._respond(ex, msg.header.message_id, reply))
         return out
 
     def _delete_children(self, their_spis: set[int]) -> list[int]:
@@ -309,4 +331,4 @@ def _addresses(attrs: list) -> tuple:  # type: ignore[type-arg]
     return tuple(out)
 
 
-__all__ = ["IkeSaAuth", "IkeSend", "CHILD_ERRORS"]
+__all__ = ["CHILD_ERRORS", "IkeSaAuth"]

@@ -90,6 +90,7 @@ class Policy:
     cp_request: tuple[CfgAttribute, ...] = ()  # initiator: attributes to request (empty: no CP)
     mobike: bool = True
     force_encap: bool = True  # userspace ESP needs UDP encapsulation: fake NAT-D like strongSwan encap=yes
+    follow_nat: bool = True  # move to 4500 when NAT-D says so (False only for load generators)
     timers: Timers = field(default_factory=Timers)
 
 
@@ -107,7 +108,7 @@ def ts_from_network(text: str) -> TrafficSelector:
 def ts_networks(sel: tuple[TrafficSelector, ...]) -> tuple[IPNetwork, ...]:
     out: list[IPNetwork] = []
     for t in sel:
-        out += list(summarize_address_range(t.start, t.end))  # type: ignore[arg-type]
+        out += list(summarize_address_range(t.start, t.end))
     return tuple(out)
 
 
@@ -118,10 +119,11 @@ def narrow(theirs: tuple[TrafficSelector, ...], ours: tuple[TrafficSelector, ...
         for b in ours:
             if a.ts_type != b.ts_type or (a.ip_proto and b.ip_proto and a.ip_proto != b.ip_proto):
                 continue
-            lo, hi = max(a.start, b.start), min(a.end, b.end)  # type: ignore[type-var]
+            lo, hi = max(int(a.start), int(b.start)), min(int(a.end), int(b.end))
             sp, ep = max(a.start_port, b.start_port), min(a.end_port, b.end_port)
             if lo <= hi and sp <= ep:
-                out.append(TrafficSelector(lo, hi, a.ip_proto or b.ip_proto, sp, ep))
+                mk = IPv4Address if a.ts_type == 7 else IPv6Address
+                out.append(TrafficSelector(mk(lo), mk(hi), a.ip_proto or b.ip_proto, sp, ep))
     return tuple(out)
 
 

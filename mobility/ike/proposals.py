@@ -94,8 +94,9 @@ def _matches(suite: Suite, prop: Proposal) -> bool:
     return all(t in offered for t in suite.transforms)
 
 
-def choose(offered: tuple[Proposal, ...], ours: list[Suite], protocol: Protocol, ke_group: int | None) -> tuple[
-    Proposal, Suite] | None:  # fmt: skip
+def choose(
+    offered: tuple[Proposal, ...], ours: list[Suite], protocol: Protocol, ke_group: int | None
+) -> tuple[Proposal, Suite] | None:
     """Pick (their proposal, our suite): initiator's order first, preferring the group of its KE."""
     candidates = [(p, s) for p in offered if p.protocol == protocol for s in ours if _matches(s, p)]
     if ke_group is not None:

@@ -21,17 +21,13 @@ from typing import Any
 
 from mobility.crypto import ikeauth
 from mobility.crypto.esp import IntegrityError
-from mobility.crypto.ikeprf import DH_GROUPS, DhError, IkeKeys, Prf, child_keymat, ike_keys, natd_hash, skeyseed
+from mobility.crypto.ikeprf import DH_GROUPS, IkeKeys, Prf, ike_keys, natd_hash, skeyseed
 from mobility.crypto.ikesk import SkSuite, open_message, seal
 from mobility.dataplane.sa import Cipher, EspSaPair, Integ, Mode
-from mobility.engine import Action, Notify, Persist, Program
+from mobility.engine import Action, IkeSend, Notify, Program
 from mobility.ike import proposals as props
 from mobility.ike.policy import (
-    ChildSaInstall,
     ChildSaRemove,
-    IkeDropped,
-    IkeSaDeleted,
-    IkeSaEstablished,
     IkeSaFailed,
     Policy,
     ts_networks,
@@ -46,23 +42,20 @@ from mobility.wire.ikev2 import (
     SA,
     SK,
     CfgAttribute,
-    CfgType,
-    Delete,
     ExchangeType,
     Flag,
     Header,
     IDi,
-    IDr,
     Message,
     N,
     Nonce,
-    Notify as Nt,
     Payload,
     PayloadType,
     Protocol,
     TransformType,
-    TSi,
-    TSr,
+)
+from mobility.wire.ikev2 import (
+    Notify as Nt,
 )
 
 ZERO_SPI = bytes(8)
@@ -76,16 +69,6 @@ class State(enum.Enum):
     ESTABLISHED = "established"
     DELETING = "deleting"
     DEAD = "dead"
-
-
-@dataclass(slots=True)
-class IkeSend:
-    """Send an IKE message from our `sport` (500, or 4500 through natt with the non-ESP marker)."""
-
-    dst: str
-    dport: int
-    sport: int
-    data: bytes
 
 
 class Refused(Exception):
@@ -132,7 +115,8 @@ class IkeSaCore:
         self.clock = clock or (lambda: datetime.now().astimezone())
         self.state = State.EXPECT_INIT_RESPONSE if initiator else State.EXPECT_AUTH_REQUEST
         self.ni = self.nr = b""
-        self.dh_group, self.dh_priv, self.ke_pub = 0, None, b""
+        self.dh_group, self.ke_pub = 0, b""
+        self.dh_priv: object = None
         self.suite: props.Suite | None = None
         self.prf = Prf(5)
         self.sk: SkSuite | None = None
@@ -188,12 +172,13 @@ class IkeSaCore:
         sk_e, sk_a = (k.sk_er, k.sk_ar) if self.initiator else (k.sk_ei, k.sk_ai)
         return open_message(self.sk, sk_e, sk_a, data, msg.payloads[-1])
 
-    def _request(self, exchange: int, payloads: list[Payload], now: float, kind: str = "",
-                 ctx: Any = None) -> list[Action]:  # fmt: skip
+    def _request(
+        self, exchange: int, payloads: list[Payload], now: float, kind: str = "", ctx: Any = None
+    ) -> list[Action]:
         data = self._protect(exchange, self.next_mid, False, payloads)
         self.pending = Pending(data, self.next_mid, exchange, 1, now + self._timeout(0), kind, ctx)
         self.next_mid += 1
-        return [self._send(data)]  # type: ignore[list-item]
+        return [self._send(data)]
 
     def _respond(self, exchange: int, mid: int, payloads: list[Payload]) -> IkeSend:
         data = self._protect(exchange, mid, True, payloads)
@@ -225,7 +210,7 @@ class IkeSaCore:
             return self._fail(f"no response after {p.sent} transmissions", notify_peer=False)
         p.deadline = now + self._timeout(p.sent)
         p.sent += 1
-        return [self._send(p.data)]  # type: ignore[list-item]
+        return [self._send(p.data)]
 
     def _fail(self, reason: str, *, notify_peer: bool) -> list[Action]:
         self.state = State.DEAD
@@ -272,7 +257,7 @@ class IkeSaCore:
         h = Header(self.spi_i, ZERO_SPI, 0, ExchangeType.IKE_SA_INIT, Flag.INITIATOR, 0)
         self.init_req = Message(h, pl).encode()
         self.pending = Pending(self.init_req, 0, ExchangeType.IKE_SA_INIT, 1, now + self._timeout(0))
-        return [self._send(self.init_req)]  # type: ignore[list-item]
+        return [self._send(self.init_req)]
 
     def on_init_response(self, data: bytes, msg: Message, now: float) -> list[Action]:
         assert self.policy is not None
@@ -290,8 +275,7 @@ class IkeSaCore:
             return self._send_init(now)
         errors = [n for n in nts if n < 16384]
         if errors:
-            return self._fail(f"IKE_SA_INIT refused: {Nt(errors[0]).name if errors[0] in Nt else errors[0]}",
-                              notify_peer=False)  # fmt: skip
+            return self._fail(f"IKE_SA_INIT refused: {_notify_name(errors[0])}", notify_peer=False)
         sa, ke, nonce = _one(msg, SA), _one(msg, KE), _one(msg, Nonce)
         if msg.header.spi_r == ZERO_SPI or len(sa.proposals) != 1 or ke.group != self.dh_group:
             raise DecodeError("ikev2", "sa", 0, "IKE_SA_INIT response without one proposal or with another group")
@@ -303,7 +287,7 @@ class IkeSaCore:
         self._check_natd(nts)
         self.pending = None
         self.peer_mid, self.next_mid = 0, 1
-        if self.nat_local or self.nat_remote:
+        if (self.nat_local or self.nat_remote) and self.policy.follow_nat:
             self.use_4500 = True  # §2.23: move to 4500 from IKE_AUTH on
             self.peer = (self.peer[0], 4500)
         return self._send_auth(now)
@@ -313,8 +297,11 @@ class IkeSaCore:
 
     def _derive(self, suite: props.Suite, peer_ke: bytes) -> None:
         g_ir = DH_GROUPS[self.dh_group].shared(self.dh_priv, peer_ke)
-        prf_t, encr, integ = (suite.get(TransformType.PRF), suite.get(TransformType.ENCR),
-                              suite.get(TransformType.INTEG))  # fmt: skip
+        prf_t, encr, integ = (
+            suite.get(TransformType.PRF),
+            suite.get(TransformType.ENCR),
+            suite.get(TransformType.INTEG),
+        )
         assert prf_t is not None and encr is not None and encr.key_length is not None
         self.suite, self.prf = suite, Prf(prf_t.id)
         self.sk = SkSuite(encr.id, encr.key_length, integ.id if integ else None)
@@ -332,8 +319,9 @@ class IkeSaCore:
         self.nat_local = dst.data != mine  # we are behind a NAT: keepalives, 4500
         self.nat_remote = src.data != theirs  # the peer is behind a NAT (or forces encapsulation)
 
-    def respond_init(self, data: bytes, msg: Message, suites: list[props.Suite], now: float,
-                     hashes: bool) -> list[Action]:  # fmt: skip
+    def respond_init(
+        self, data: bytes, msg: Message, suites: list[props.Suite], now: float, hashes: bool
+    ) -> list[Action]:
         """Responder: choose a suite, do D-H, answer (RFC 7296 §1.2). Raises Refused."""
         sa, ke, nonce = _one(msg, SA), _one(msg, KE), _one(msg, Nonce)
         pick = props.choose(sa.proposals, suites, Protocol.IKE, ke.group)
@@ -353,14 +341,18 @@ class IkeSaCore:
         self._check_natd(nts)
         if self.nat_remote or self.local[1] == 4500:
             self.use_4500 = True
-        pl: list[Payload] = [SA((props.selected(prop, suite, b""),)), KE(self.dh_group, self.ke_pub),
-                             Nonce(self.nr), *self._natd(self.spi_r, fake_source=True)]  # fmt: skip
+        pl: list[Payload] = [
+            SA((props.selected(prop, suite, b""),)),
+            KE(self.dh_group, self.ke_pub),
+            Nonce(self.nr),
+            *self._natd(self.spi_r, fake_source=True),
+        ]
         if hashes:
             pl += [CERTREQ(4, b""), N(Nt.SIGNATURE_HASH_ALGORITHMS, b"\x00\x02\x00\x03\x00\x04")]
         h = Header(self.spi_i, self.spi_r, 0, ExchangeType.IKE_SA_INIT, Flag.RESPONSE, 0)
         self.init_resp = Message(h, pl).encode()
         self.peer_mid, self.last_response = 1, (0, self.init_resp)
-        return [IkeSend(self.peer[0], self.peer[1], self.local[1], self.init_resp)]  # type: ignore[list-item]
+        return [IkeSend(self.peer[0], self.peer[1], self.local[1], self.init_resp)]
 
     # ---- authentication --------------------------------------------------------------------
 
@@ -408,6 +400,13 @@ class IkeSaCore:
         return [CERT(4, c.public_bytes(Encoding.DER)) for c in policy.credentials.certs]
 
 
+def _notify_name(n: int) -> str:
+    try:
+        return Nt(n).name
+    except ValueError:
+        return str(n)
+
+
 def _one(msg: Message | list[Payload], ptype: type[Any]) -> Any:
     pl = msg.payloads if isinstance(msg, Message) else msg
     found = [p for p in pl if type(p) is ptype]
@@ -416,8 +415,17 @@ def _one(msg: Message | list[Payload], ptype: type[Any]) -> Any:
     return found[0]
 
 
-def esp_pair(sa: IkeSaCore, suite: props.Suite, spi_in: int, spi_out: int, local_ts: Any, remote_ts: Any,
-             transport: bool, km: bytes, initiated: bool | None = None) -> EspSaPair:  # fmt: skip
+def esp_pair(
+    sa: IkeSaCore,
+    suite: props.Suite,
+    spi_in: int,
+    spi_out: int,
+    local_ts: Any,
+    remote_ts: Any,
+    transport: bool,
+    km: bytes,
+    initiated: bool | None = None,
+) -> EspSaPair:
     """Split KEYMAT (§2.17: the exchange initiator's outbound keys first, encryption before integrity).
     `initiated`: we initiated the exchange that created this Child SA (default: the IKE SA's role)."""
     we_i = sa.initiator if initiated is None else initiated
@@ -441,7 +449,7 @@ def esp_pair(sa: IkeSaCore, suite: props.Suite, spi_in: int, spi_out: int, local
         integ_key_out=ours_a,
         mode=Mode.TRANSPORT if transport else Mode.TUNNEL,
         local_port=4500,
-        peer_port=sa.peer[1],
+        peer_port=sa.peer[1] if sa.use_4500 else 4500,  # ESP-in-UDP never goes to port 500 (RFC 7296 §2.23)
         local_ts=ts_networks(local_ts),
         remote_ts=ts_networks(remote_ts),
         esn=any(t.type == TransformType.ESN and t.id == 1 for t in suite.transforms),

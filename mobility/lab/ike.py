@@ -47,8 +47,9 @@ def _write_secret(run: Path, psk: str) -> Path:
     return p
 
 
-def start_had(lab: Any, host: str, natt: NattHandle, *, address: str, conns: list[dict[str, Any]],
-              psk: str = LAB_PSK, **ike: Any) -> IkeDaemon:  # fmt: skip
+def start_had(
+    lab: Any, host: str, natt: NattHandle, *, address: str, conns: list[dict[str, Any]], psk: str = LAB_PSK, **ike: Any
+) -> IkeDaemon:
     run = Path(lab.daemon_dir(host, "had"))
     (run / "state").mkdir(parents=True, exist_ok=True)
     secret = _write_secret(run, psk)
@@ -64,14 +65,25 @@ def start_had(lab: Any, host: str, natt: NattHandle, *, address: str, conns: lis
     return IkeDaemon(host, d, run / "had.sock")
 
 
-def start_mobiled(lab: Any, host: str, natt: NattHandle, *, home_agents: list[str], conn: dict[str, Any],
-                  psk: str = LAB_PSK, request: tuple[str, ...] = ("ip4",), home_address: str = "",
-                  fqdn: str = "mn.example.test") -> IkeDaemon:  # fmt: skip
+def start_mobiled(
+    lab: Any,
+    host: str,
+    natt: NattHandle,
+    *,
+    home_agents: list[str],
+    conn: dict[str, Any],
+    psk: str = LAB_PSK,
+    request: tuple[str, ...] = ("ip4",),
+    home_address: str = "",
+    fqdn: str = "mn.example.test",
+) -> IkeDaemon:
     run = Path(lab.daemon_dir(host, "mobiled"))
     (run / "state").mkdir(parents=True, exist_ok=True)
     secret = _write_secret(run, psk)
     text = f"home_agents = {_toml(home_agents)}\nfqdn = {_toml(fqdn)}\n\n[ike]\nenabled = true\n"
-    text += f"natt_socket = {_toml(str(natt.socket))}\nrequest = {_toml(request)}\nhome_address = {_toml(home_address)}\n"
+    text += (
+        f"natt_socket = {_toml(str(natt.socket))}\nrequest = {_toml(request)}\nhome_address = {_toml(home_address)}\n"
+    )
     extra = {} if conn.get("auth") == "pubkey" else {"psk_file": str(secret)}
     text += "\n" + _conn_toml("ike.connection", {**extra, **conn})
     text += f'\n[service]\ncontrol_socket = "{run}/mobiled.sock"\nstate_dir = "{run}/state"\n'

@@ -23,8 +23,9 @@ class Issued:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
     def key_pem(self) -> bytes:
-        return self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption())  # fmt: skip
+        return self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
 
     def write(self, cert_path: Path, key_path: Path | None = None) -> None:
         cert_path.write_bytes(self.cert_pem())
@@ -34,8 +35,9 @@ class Issued:
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mobility lab"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])  # fmt: skip
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mobility lab"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    )
 
 
 def _key(kind: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:

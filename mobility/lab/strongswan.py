@@ -19,9 +19,10 @@ PLUGINS = (
 )
 
 
-def strongswan_conf(d: Path, log: Path | None = None) -> str:
+def strongswan_conf(d: Path, log: Path | None = None, extra: str = "") -> str:
     return f"""charon-systemd {{
     load = {PLUGINS}
+{extra}
     port = 500
     port_nat_t = 4500
     keep_alive = 20s
@@ -64,12 +65,12 @@ class Charon:
         return f"unix://{self.dir}/charon.vici"
 
 
-def start_charon(lab: Any, host: str, swanctl_conf: str, *, timeout: float = 10.0) -> Charon:
+def start_charon(lab: Any, host: str, swanctl_conf: str, *, timeout: float = 10.0, extra: str = "") -> Charon:
     d = Path(lab.daemon_dir(host, "charon")).resolve()
     (d / "swanctl").mkdir(parents=True, exist_ok=True)
     for sub in ("x509", "x509ca", "private"):
         (d / "swanctl" / sub).mkdir(exist_ok=True)
-    (d / "strongswan.conf").write_text(strongswan_conf(d, Path(lab.capture_dir) / f"{host}-charon.log"))
+    (d / "strongswan.conf").write_text(strongswan_conf(d, Path(lab.capture_dir) / f"{host}-charon.log", extra))
     (d / "swanctl" / "swanctl.conf").write_text(swanctl_conf)
     (d / "swanctl" / "swanctl.conf").chmod(0o600)
     vici = d / "charon.vici"
@@ -138,8 +139,17 @@ def _secrets(psk: str, auth: str) -> str:
 """
 
 
-def psk_gateway(local_addrs: str, local_ts: str, pool4: str, psk: str, esp: str = "aes128gcm16", *,
-                pool6: str = "", auth: str = "psk", proposals: str = "aes128-sha256-x25519") -> str:  # fmt: skip
+def psk_gateway(
+    local_addrs: str,
+    local_ts: str,
+    pool4: str,
+    psk: str,
+    esp: str = "aes128gcm16",
+    *,
+    pool6: str = "",
+    auth: str = "psk",
+    proposals: str = "aes128-sha256-x25519",
+) -> str:
     """A charon responder (VPN gateway) handing out virtual IPs from pools; auth psk or pubkey
     (pubkey: gw.pem / gw.key in swanctl/x509 and private, the CA in x509ca)."""
     pools = "pool4" + (", pool6" if pool6 else "")
@@ -150,7 +160,9 @@ def psk_gateway(local_addrs: str, local_ts: str, pool4: str, psk: str, esp: str 
         local_addrs = {local_addrs}
         proposals = {proposals}
         pools = {pools}
-{_auth_block("local", "gw.example.test", auth, "gw.pem")}{_auth_block("remote", "mn.example.test", auth, "")}        children {{
+{_auth_block("local", "gw.example.test", auth, "gw.pem")}\
+{_auth_block("remote", "mn.example.test", auth, "")}\
+        children {{
             rw {{
                 local_ts = {local_ts}
                 esp_proposals = {esp}
@@ -167,8 +179,16 @@ pools {{
 {_secrets(psk, auth)}"""
 
 
-def psk_client(remote_addrs: str, remote_ts: str, psk: str, esp: str = "aes128gcm16", *, vips: str = "0.0.0.0",
-               auth: str = "psk", proposals: str = "aes128-sha256-x25519") -> str:  # fmt: skip
+def psk_client(
+    remote_addrs: str,
+    remote_ts: str,
+    psk: str,
+    esp: str = "aes128gcm16",
+    *,
+    vips: str = "0.0.0.0",
+    auth: str = "psk",
+    proposals: str = "aes128-sha256-x25519",
+) -> str:
     """A charon initiator asking for virtual IPs (CFG_REQUEST), started with `swanctl --initiate`."""
     return f"""connections {{
     home {{
@@ -176,7 +196,9 @@ def psk_client(remote_addrs: str, remote_ts: str, psk: str, esp: str = "aes128gc
         remote_addrs = {remote_addrs}
         proposals = {proposals}
         vips = {vips}
-{_auth_block("local", "mn.example.test", auth, "mn.pem")}{_auth_block("remote", "gw.example.test", auth, "")}        children {{
+{_auth_block("local", "mn.example.test", auth, "mn.pem")}\
+{_auth_block("remote", "gw.example.test", auth, "")}\
+        children {{
             home {{
                 remote_ts = {remote_ts}
                 esp_proposals = {esp}

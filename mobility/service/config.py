@@ -235,9 +235,14 @@ def example_toml(schema: type[Any], daemon: str) -> str:
         nested = []
         if name:
             lines.extend(["", f"[{name}]"])
+        tables = []
         for f in dataclasses.fields(tp):
             if dataclasses.is_dataclass(hints[f.name]):
                 nested.append(f)
+                continue
+            args = typing.get_args(hints[f.name])
+            if typing.get_origin(hints[f.name]) is tuple and args and dataclasses.is_dataclass(args[0]):
+                tables.append((f, args[0]))
                 continue
             if doc := f.metadata.get("doc"):
                 lines.append(f"# {doc}")
@@ -248,6 +253,16 @@ def example_toml(schema: type[Any], daemon: str) -> str:
                 lines.append(f"# {f.name} =")
             else:
                 lines.append(f"{f.name} = {_toml_value(default)}")
+        for f, elem in tables:  # arrays of tables: one commented example entry
+            full = f"{name}.{f.name}" if name else f.name
+            lines.extend(["", f"# {f.metadata.get('doc', '')} (repeat the table for more)", f"# [[{full}]]"])
+            for ef in dataclasses.fields(elem):
+                value = ef.default if ef.default is not dataclasses.MISSING else None
+                if ef.default_factory is not dataclasses.MISSING:
+                    value = ef.default_factory()
+                doc = ef.metadata.get("doc", "")
+                shown = "" if value is None or dataclasses.is_dataclass(value) else _toml_value(value)
+                lines.append(f"# {ef.name} = {shown}" + (f"  # {doc}" if doc else ""))
         for f in nested:
             section(hints[f.name], f"{name}.{f.name}" if name else f.name)
 

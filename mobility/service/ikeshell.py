@@ -12,14 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mobility.engine import Action, Notify, Persist, Program
+from mobility.engine import Action, IkeSend, Notify, Persist, Program
 from mobility.ike.engine import IkeEngine
 from mobility.ike.policy import ChildSaInstall, ChildSaRemove, IkeDropped
-from mobility.ike.sa import IkeSend
 from mobility.service.control import AsyncControlClient
 from mobility.service.logging import RateLimitedLog
 
 log = logging.getLogger("mobility.ike")
+SO_MARK = 36
 drop_log = RateLimitedLog(logging.getLogger("mobility.ike.drops"))
 
 
@@ -32,11 +32,19 @@ def source_for(peer: str, port: int = 500) -> str:
 
 
 class IkeShell:
-    def __init__(self, engine: IkeEngine, *, natt_socket: Path, listen: tuple[str, ...], port: int = 500,
-                 on_event: Callable[[Any], None] | None = None,
-                 on_persist: Callable[[Any], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        engine: IkeEngine,
+        *,
+        natt_socket: Path,
+        listen: tuple[str, ...],
+        port: int = 500,
+        on_event: Callable[[Any], None] | None = None,
+        on_persist: Callable[[Any], None] | None = None,
+        fwmark: int = 0x4500,
+    ) -> None:
         self.engine, self.natt_socket, self.listen, self.port = engine, natt_socket, listen, port
-        self.on_event, self.on_persist = on_event, on_persist
+        self.on_event, self.on_persist, self.fwmark = on_event, on_persist, fwmark
         self.natt: AsyncControlClient | None = None
         self._socks: list[socket.socket] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -82,6 +90,9 @@ class IkeShell:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if fam == socket.AF_INET6:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            # IKE itself never enters the tunnel, even when a Child SA covers the peer's address:
+            # natt's routing rules send packets carrying its mark around the tunnel table
+            s.setsockopt(socket.SOL_SOCKET, SO_MARK, self.fwmark)
             s.bind((addr, self.port))
             s.setblocking(False)
             self._loop.add_reader(s.fileno(), self._on_udp, s)
@@ -148,16 +159,16 @@ class IkeShell:
                     self.on_persist(a.record)
             elif isinstance(a, Notify):
                 if isinstance(a.event, IkeDropped):
-                    drop_log.debug(a.event.reason, "IKE from %s dropped: %s %s", a.event.src, a.event.reason,
-                                   a.event.detail)  # fmt: skip
+                    drop_log.debug(
+                        a.event.reason, "IKE from %s dropped: %s %s", a.event.src, a.event.reason, a.event.detail
+                    )
                 elif self.on_event:
                     self.on_event(a.event)
         self._rearm()
 
     def _send(self, a: IkeSend) -> None:
         if a.sport == 4500:
-            self._spawn(self._natt_call("ike.send", dst=a.dst, dport=a.dport,
-                                        data=base64.b64encode(a.data).decode()))  # fmt: skip
+            self._spawn(self._natt_call("ike.send", dst=a.dst, dport=a.dport, data=base64.b64encode(a.data).decode()))
             return
         fam = socket.AF_INET6 if ":" in a.dst else socket.AF_INET
         sock = next((s for s in self._socks if s.family == fam), None)

@@ -246,8 +246,16 @@ class Proposal:  # RFC 7296 §3.3.1
 
     def encode(self, last: bool) -> bytes:
         body = b"".join(t.encode(i == len(self.transforms) - 1) for i, t in enumerate(self.transforms))
-        head = struct.pack("!BBHBBBB", 0 if last else 2, 0, 8 + len(self.spi) + len(body), self.num, self.protocol,
-                           len(self.spi), len(self.transforms))  # fmt: skip
+        head = struct.pack(
+            "!BBHBBBB",
+            0 if last else 2,
+            0,
+            8 + len(self.spi) + len(body),
+            self.num,
+            self.protocol,
+            len(self.spi),
+            len(self.transforms),
+        )
         return head + self.spi + body
 
     @classmethod
@@ -606,7 +614,8 @@ def encode_chain(payloads: list[Payload] | tuple[Payload, ...], tail_type: int =
 def decode_chain(first: int, data: bytes, offset: int = 0) -> list[Payload]:
     """Decode a payload chain starting at `offset`; an SK payload must be the last (§3.14)."""
     r = Reader(data, PROTO, offset)
-    nxt, out = first, []
+    nxt = first
+    out: list[Payload] = []
     while nxt != PayloadType.NONE:
         start = r.offset
         this = nxt
@@ -640,8 +649,9 @@ class Message:
 
     def encode(self) -> bytes:
         first, body = encode_chain(self.payloads)
-        h = Header(self.header.spi_i, self.header.spi_r, first, self.header.exchange, self.header.flags,
-                   self.header.message_id)  # fmt: skip
+        h = Header(
+            self.header.spi_i, self.header.spi_r, first, self.header.exchange, self.header.flags, self.header.message_id
+        )
         return h.encode(HEADER_LEN + len(body)) + body
 
     @classmethod

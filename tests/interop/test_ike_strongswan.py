@@ -54,8 +54,12 @@ def our_pki(lab: Lab, host: str, daemon: str, pki: dict[str, Issued], own: str) 
     d.mkdir(parents=True, exist_ok=True)
     pki[own].write(d / "cert.pem", d / "key.pem")
     pki["ca"].write(d / "ca.pem")
-    return {"auth": "pubkey", "cert_file": str(d / "cert.pem"), "key_file": str(d / "key.pem"),
-            "ca_files": [str(d / "ca.pem")]}  # fmt: skip
+    return {
+        "auth": "pubkey",
+        "cert_file": str(d / "cert.pem"),
+        "key_file": str(d / "key.pem"),
+        "ca_files": [str(d / "ca.pem")],
+    }
 
 
 def udp_ok(lab: Lab, host: str, dst: str, text: str, tries: int = 3) -> bool:
@@ -83,14 +87,20 @@ def check_capture(lab: Lab) -> None:
 
 
 # "direct": the client runs on the NAT router itself, whose public address needs no translation
-@pytest.mark.parametrize(("auth", "mn"), [("psk", "c1"), ("pubkey", "c1"), ("psk", "nat")],
-                         ids=["psk-via-nat", "pubkey-via-nat", "psk-direct"])  # fmt: skip
-def test_charon_initiator_gets_virtual_ips_from_had(ike_lab: Lab, pki: dict[str, Issued], auth: str,
-                                                    mn: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("auth", "mn"),
+    [("psk", "c1"), ("pubkey", "c1"), ("psk", "nat")],
+    ids=["psk-via-nat", "pubkey-via-nat", "psk-direct"],
+)
+def test_charon_initiator_gets_virtual_ips_from_had(ike_lab: Lab, pki: dict[str, Issued], auth: str, mn: str) -> None:
     lab = ike_lab
     natt = start_natt(lab, "gw")
-    conn: dict[str, object] = {"name": "rw", "local_id": "gw.example.test", "remote_id": "mn.example.test",
-                               "local_ts": ["10.100.0.0/24", "fd00:100::/64"]}  # fmt: skip
+    conn: dict[str, object] = {
+        "name": "rw",
+        "local_id": "gw.example.test",
+        "remote_id": "mn.example.test",
+        "local_ts": ["10.100.0.0/24", "fd00:100::/64"],
+    }
     if auth == "pubkey":
         conn.update(our_pki(lab, "gw", "had", pki, "gw"))
     had = start_had(lab, "gw", natt, address=GW, conns=[conn], pool4="10.200.0.0/28", pool6="fd00:200::/120")
@@ -109,21 +119,27 @@ def test_charon_initiator_gets_virtual_ips_from_had(ike_lab: Lab, pki: dict[str,
     check_capture(lab)
 
 
-@pytest.mark.parametrize(("auth", "mn"), [("psk", "c1"), ("pubkey", "c1"), ("psk", "nat")],
-                         ids=["psk-via-nat", "pubkey-via-nat", "psk-direct"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("auth", "mn"),
+    [("psk", "c1"), ("pubkey", "c1"), ("psk", "nat")],
+    ids=["psk-via-nat", "pubkey-via-nat", "psk-direct"],
+)
 def test_mobiled_initiator_with_charon_responder(ike_lab: Lab, pki: dict[str, Issued], auth: str, mn: str) -> None:
     lab = ike_lab
     if auth == "pubkey":
         place_charon_pki(lab, "gw", pki, "gw")
-    gw: Charon = start_charon(lab, "gw", psk_gateway(GW, TS, "10.200.0.0/28", LAB_PSK, "aes128gcm16",
-                                                     pool6="fd00:200::/120", auth=auth))  # fmt: skip
+    gw: Charon = start_charon(
+        lab, "gw", psk_gateway(GW, TS, "10.200.0.0/28", LAB_PSK, "aes128gcm16", pool6="fd00:200::/120", auth=auth)
+    )
     echo(lab, "gw")
-    conn: dict[str, object] = {"name": "home", "remote_id": "gw.example.test",
-                               "remote_ts": ["10.100.0.0/24", "fd00:100::/64"]}  # fmt: skip
+    conn: dict[str, object] = {
+        "name": "home",
+        "remote_id": "gw.example.test",
+        "remote_ts": ["10.100.0.0/24", "fd00:100::/64"],
+    }
     if auth == "pubkey":
         conn.update(our_pki(lab, mn, "mobiled", pki, "mn"))
-    node: IkeDaemon = start_mobiled(lab, mn, start_natt(lab, mn), home_agents=[GW], conn=conn,
-                                    request=("ip4", "ip6"))  # fmt: skip
+    node: IkeDaemon = start_mobiled(lab, mn, start_natt(lab, mn), home_agents=[GW], conn=conn, request=("ip4", "ip6"))
     home = wait_home(node)
     assert home["nat"] is (mn == "c1")  # NAT detection (RFC 7296 §2.23) sees the masquerade or not
     assert "10.200.0.1/32" in home["addresses"] and "fd00:200::1/128" in home["addresses"]

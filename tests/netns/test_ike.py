@@ -18,10 +18,19 @@ from tests.support.natt import start_natt
 
 PY = sys.executable
 GW = "192.0.2.2"
-MN_CONN = {"name": "home", "remote_id": "gw.example.test", "remote_ts": ["10.100.0.0/24", "fd00:100::/64"],
-           "retransmit_timeout_s": 0.5, "retransmit_tries": 2}  # fmt: skip
-GW_CONN = {"name": "rw", "local_id": "gw.example.test", "remote_id": "mn.example.test",
-           "local_ts": ["10.100.0.0/24", "fd00:100::/64"]}  # fmt: skip
+MN_CONN = {
+    "name": "home",
+    "remote_id": "gw.example.test",
+    "remote_ts": ["10.100.0.0/24", "fd00:100::/64"],
+    "retransmit_timeout_s": 0.5,
+    "retransmit_tries": 2,
+}
+GW_CONN = {
+    "name": "rw",
+    "local_id": "gw.example.test",
+    "remote_id": "mn.example.test",
+    "local_ts": ["10.100.0.0/24", "fd00:100::/64"],
+}
 
 
 @pytest.fixture
@@ -31,9 +40,18 @@ def ike_lab(lab_factory: Callable[..., Lab]) -> Lab:
 
 def gateway(lab: Lab, **ike: object) -> IkeDaemon:
     natt = start_natt(lab, "gw")
-    return start_had(lab, "gw", natt, address=GW, conns=[GW_CONN], pool4="10.200.0.0/28",
-                     pool6="fd00:200::/120", home_prefix="fd00:200::/64", dns=["10.100.0.53", "fd00:100::53"],
-                     **ike)  # fmt: skip
+    return start_had(
+        lab,
+        "gw",
+        natt,
+        address=GW,
+        conns=[GW_CONN],
+        pool4="10.200.0.0/28",
+        pool6="fd00:200::/120",
+        home_prefix="fd00:200::/64",
+        dns=["10.100.0.53", "fd00:100::53"],
+        **ike,
+    )
 
 
 def udp_ok(lab: Lab, host: str, dst: str, text: str) -> bool:
@@ -53,8 +71,9 @@ def test_ha_assigned_addresses_and_traffic_through_nat(ike_lab: Lab) -> None:
     lab = ike_lab
     had = gateway(lab)
     echo(lab, "gw", "::")
-    mn = start_mobiled(lab, "c1", start_natt(lab, "c1"), home_agents=[GW], conn=MN_CONN,
-                       request=("ip4", "ip6", "dns4", "dns6"))  # fmt: skip
+    mn = start_mobiled(
+        lab, "c1", start_natt(lab, "c1"), home_agents=[GW], conn=MN_CONN, request=("ip4", "ip6", "dns4", "dns6")
+    )
     home = wait_home(mn)
     assert home["dns"] == ["10.100.0.53", "fd00:100::53"]
     assert home["nat"] is True  # behind the masquerade NAT: keepalives and port 4500
@@ -99,11 +118,20 @@ def test_fcfs_second_node_cannot_take_first_address(ike_lab: Lab) -> None:
     natt = start_natt(lab, "gw")
     conns = [GW_CONN, {**GW_CONN, "name": "rw2", "remote_id": "mn2.example.test"}]
     had = start_had(lab, "gw", natt, address=GW, conns=conns, pool6="fd00:200::/120")
-    mn1 = start_mobiled(lab, "c1", start_natt(lab, "c1"), home_agents=[GW], conn=MN_CONN, request=("ip6",),
-                        home_address="fd00:200::42")  # fmt: skip
+    mn1 = start_mobiled(
+        lab, "c1", start_natt(lab, "c1"), home_agents=[GW], conn=MN_CONN, request=("ip6",), home_address="fd00:200::42"
+    )
     assert wait_home(mn1)["addresses"] == ["fd00:200::42/128"]  # FCFS: the requested address
-    mn2 = start_mobiled(lab, "c2", start_natt(lab, "c2"), home_agents=[GW], conn=MN_CONN, request=("ip6",),
-                        home_address="fd00:200::42", fqdn="mn2.example.test")  # fmt: skip
+    mn2 = start_mobiled(
+        lab,
+        "c2",
+        start_natt(lab, "c2"),
+        home_agents=[GW],
+        conn=MN_CONN,
+        request=("ip6",),
+        home_address="fd00:200::42",
+        fqdn="mn2.example.test",
+    )
     got = wait_home(mn2)["addresses"]
     assert got != ["fd00:200::42/128"] and got[0].startswith("fd00:200::")
     owners = {x["address"]: x["identity"] for x in had.ctl("leases")}
@@ -123,8 +151,9 @@ def test_fallback_to_second_home_agent(ike_lab: Lab) -> None:
 def test_wrong_psk_is_refused_and_nothing_installed(ike_lab: Lab) -> None:
     lab = ike_lab
     had = gateway(lab)
-    mn = start_mobiled(lab, "c1", start_natt(lab, "c1"), home_agents=[GW], conn=MN_CONN,
-                       psk="a-completely-different-secret-0123456789")  # fmt: skip
+    mn = start_mobiled(
+        lab, "c1", start_natt(lab, "c1"), home_agents=[GW], conn=MN_CONN, psk="a-completely-different-secret-0123456789"
+    )
     wait_home(mn, state="failed")
     assert had.ctl("leases") == []
     assert all(s["state"] != "established" for s in had.ctl("ike.sas"))
@@ -139,11 +168,16 @@ def test_captured_ike_decrypts_with_exported_keys(ike_lab: Lab) -> None:
     (sa,) = had.ctl("ike.sas")
     pcaps = lab.stop_captures()
     gw_pcap = next(p for p in pcaps if p.name.startswith("gw-eth0"))
-    uat = (f'{sa["spi_i"]},{sa["spi_r"]},{sa["sk_ei"]},{sa["sk_er"]},"{sa["encr"]}",{sa["sk_ai"]},{sa["sk_ar"]},'
-           f'"{sa["integ"]}"')  # fmt: skip
-    rows = tshark_fields(gw_pcap, "isakmp.exchangetype == 35",
-                         ["isakmp.id.data.fqdn", "isakmp.cfg.attr.type", "_ws.expert.message"],
-                         ["-o", f"uat:ikev2_decryption_table:{uat}"])  # fmt: skip
+    uat = (
+        f'{sa["spi_i"]},{sa["spi_r"]},{sa["sk_ei"]},{sa["sk_er"]},"{sa["encr"]}",{sa["sk_ai"]},{sa["sk_ar"]},'
+        f'"{sa["integ"]}"'
+    )
+    rows = tshark_fields(
+        gw_pcap,
+        "isakmp.exchangetype == 35",
+        ["isakmp.id.data.fqdn", "isakmp.cfg.attr.type", "_ws.expert.message"],
+        ["-o", f"uat:ikev2_decryption_table:{uat}"],
+    )
     fqdns = ",".join(r[0] for r in rows if r)
     assert "mn.example.test" in fqdns and "gw.example.test" in fqdns  # IDi and IDr, from inside SK
     assert not any("incorrect" in ",".join(r).lower() for r in rows)

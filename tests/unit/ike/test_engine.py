@@ -23,7 +23,7 @@ from mobility.ike.policy import (
 )
 from mobility.ike.proposals import parse_suite
 from mobility.ike.sa import IkeSend
-from mobility.wire.ikev2 import CP, CfgAttr, CfgAttribute, CfgType, Protocol
+from mobility.wire.ikev2 import CP, CfgAttr, CfgAttribute, Protocol
 
 GW, MN = ("192.0.2.2", 500), ("198.51.100.7", 500)
 PSK = b"lab-psk-not-secret-0123456789abcdef"
@@ -178,7 +178,7 @@ def test_retransmitted_request_gets_cached_response() -> None:
 def test_retransmission_then_failure() -> None:
     mn, _ = policies()
     init = IkeEngine(rand=os.urandom)
-    _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    _, _acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
     sent = 1
     failed = []
     now = 0.0
@@ -213,10 +213,14 @@ def pki() -> dict[str, Any]:
 def cert_policies(pki: dict[str, Any], mn_cert: str = "mn") -> tuple[Policy, Policy]:
     mn, gw = policies()
     anchors = (pki["ca"].cert,)
-    mn = replace(mn, auth="pubkey", credentials=Credentials(private_key=pki[mn_cert].key, certs=(pki[mn_cert].cert,),
-                                                             anchors=anchors))  # fmt: skip
-    gw = replace(gw, auth="pubkey", credentials=Credentials(private_key=pki["gw"].key, certs=(pki["gw"].cert,),
-                                                             anchors=anchors))  # fmt: skip
+    mn = replace(
+        mn,
+        auth="pubkey",
+        credentials=Credentials(private_key=pki[mn_cert].key, certs=(pki[mn_cert].cert,), anchors=anchors),
+    )
+    gw = replace(
+        gw, auth="pubkey", credentials=Credentials(private_key=pki["gw"].key, certs=(pki["gw"].cert,), anchors=anchors)
+    )
     return mn, gw
 
 
@@ -290,7 +294,7 @@ def test_rekey_child_installs_new_pair_and_deletes_old() -> None:
 
 
 def test_responder_rekeys_child_too() -> None:
-    init, resp, key, out = established()
+    init, resp, _key, out = established()
     gw_child = next(e.sa for e in events(out, ChildSaInstall) if e.sa.name == "rw")
     (gw_key,) = resp.find("mn.example.test")
     out = run(init, resp, resp.rekey_child(gw_key, gw_child.spi_in, now=1.0), now=1.0)
