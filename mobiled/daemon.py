@@ -15,7 +15,7 @@ from typing import Any
 from mobiled.config import MobiledConfig
 from mobility.ike.config import build_policy
 from mobility.ike.engine import IkeEngine
-from mobility.ike.policy import IkeSaDeleted, IkeSaEstablished, IkeSaFailed, Policy
+from mobility.ike.policy import IkeSaDeleted, IkeSaEstablished, IkeSaFailed, Policy, any_ts, ts_from_network
 from mobility.service.ikeshell import IkeShell, source_for
 from mobility.service.runner import DaemonContext
 from mobility.service.shell import ServiceShell
@@ -128,6 +128,7 @@ class MobiledDaemon(ServiceShell):
             }
             for a in addrs:
                 self.ike._spawn(self.ike._natt_call("addr.add", address=a))
+            self._child_for_autoconf(ev, addrs)
         elif isinstance(ev, IkeSaFailed):
             log.warning("home agent %s: %s; trying the next one", ev.peer, ev.reason)
             self.home = {"home_agent": ev.peer, "state": "failed", "reason": ev.reason}
@@ -140,6 +141,17 @@ class MobiledDaemon(ServiceShell):
         elif isinstance(ev, IkeSaDeleted):
             log.info("IKE SA with %s deleted: %s", ev.remote_id, ev.reason)
             self.home = {"state": "down", "reason": ev.reason}
+
+    def _child_for_autoconf(self, ev: IkeSaEstablished, addrs: list[str]) -> None:
+        """RFC 5026 §5.3.2: after autoconfiguring a HoA from MIP6_HOME_PREFIX, run CREATE_CHILD_SA for it."""
+        assert self.ike is not None and self.policy is not None
+        prefixes = [a for a in ev.attributes if a.type == CfgAttr.MIP6_HOME_PREFIX]
+        if not prefixes or Notify.USE_ASSIGNED_HOA in ev.notifies or self.current is None:
+            return
+        hoas = tuple(ts_from_network(a) for a in addrs if ":" in a)
+        remote = tuple(t for t in self.policy.remote_ts if t.ts_type == 8) or (any_ts(6),)
+        log.info("CREATE_CHILD_SA for the autoconfigured home address %s", ", ".join(addrs))
+        self.ike.apply(self.ike.engine.create_child(self.current, hoas, remote, now=self.ike.now()))
 
     def status(self) -> dict[str, Any]:
         return {"role": self.ROLE, **{k: v for k, v in self.home.items() if not isinstance(v, list)}}

@@ -71,7 +71,7 @@ def issue(ca: Issued, cn: str, *, dns: tuple[str, ...] = (), kind: str = "ecdsa"
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_before(min(now, now + dt.timedelta(days=days)) - dt.timedelta(hours=1))
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     )

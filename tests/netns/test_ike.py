@@ -101,6 +101,11 @@ def test_home_prefix_autoconf_and_use_assigned_hoa(ike_lab: Lab) -> None:
     home = wait_home(mn)
     (hoa,) = home["addresses"]
     assert hoa.startswith("fd00:200:") and not home["use_assigned_hoa"]  # autoconfigured in the home prefix
+    # ... and a CREATE_CHILD_SA for it (RFC 5026 §5.3.2): two Child SAs at the home agent
+    deadline = time.monotonic() + 10
+    while had.ctl("ike.sas")[0]["children"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert had.ctl("ike.sas")[0]["children"] == 2
     mn.daemon.stop()
     had.daemon.stop()
 
@@ -181,3 +186,30 @@ def test_captured_ike_decrypts_with_exported_keys(ike_lab: Lab) -> None:
     fqdns = ",".join(r[0] for r in rows if r)
     assert "mn.example.test" in fqdns and "gw.example.test" in fqdns  # IDi and IDr, from inside SK
     assert not any("incorrect" in ",".join(r).lower() for r in rows)
+
+
+def test_leases_survive_kill_9(ike_lab: Lab) -> None:
+    """A lease acknowledged in IKE_AUTH is in SQLite: after kill -9 and a restart the address is still
+    the first node's, and another node asking for it gets a different one."""
+    lab = ike_lab
+    natt = start_natt(lab, "gw")
+    conns = [GW_CONN, {**GW_CONN, "name": "rw2", "remote_id": "mn2.example.test"}]
+    had = start_had(lab, "gw", natt, address=GW, conns=conns, pool6="fd00:200::/120")
+    mn1 = start_mobiled(
+        lab, "c1", start_natt(lab, "c1"), home_agents=[GW], conn=MN_CONN, request=("ip6",), home_address="fd00:200::42"
+    )
+    assert wait_home(mn1)["addresses"] == ["fd00:200::42/128"]
+    had.daemon.kill()
+    had = start_had(lab, "gw", natt, address=GW, conns=conns, pool6="fd00:200::/120")
+    assert {x["address"]: x["identity"] for x in had.ctl("leases")} == {"fd00:200::42": "mn.example.test"}
+    mn2 = start_mobiled(
+        lab,
+        "c2",
+        start_natt(lab, "c2"),
+        home_agents=[GW],
+        conn=MN_CONN,
+        request=("ip6",),
+        home_address="fd00:200::42",
+        fqdn="mn2.example.test",
+    )
+    assert wait_home(mn2)["addresses"] != ["fd00:200::42/128"]
