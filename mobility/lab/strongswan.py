@@ -19,7 +19,7 @@ PLUGINS = (
 )
 
 
-def strongswan_conf(d: Path, log: Path | None = None, extra: str = "") -> str:
+def strongswan_conf(d: Path, log: Path | None = None, extra: str = "", ike_level: int = 2) -> str:
     return f"""charon-systemd {{
     load = {PLUGINS}
 {extra}
@@ -44,7 +44,7 @@ def strongswan_conf(d: Path, log: Path | None = None, extra: str = "") -> str:
             append = no
             flush_line = yes
             default = 1
-            ike = 2
+            ike = {ike_level}
             chd = 2
             knl = 1
             esp = 0

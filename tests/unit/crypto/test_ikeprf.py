@@ -78,3 +78,18 @@ def test_natd_hash_layout() -> None:
 
     got = natd_hash(b"I" * 8, bytes(8), bytes([192, 0, 2, 1]), 500)
     assert got == hashlib.sha1(b"I" * 8 + bytes(8) + bytes([192, 0, 2, 1]) + b"\x01\xf4").digest()
+
+
+def test_ike_keys_match_strongswan_vector() -> None:
+    """SKEYSEED and SK_* for one real exchange, as charon computed them (tests/vectors/ikev2)."""
+    import tomllib
+    from pathlib import Path
+
+    v = tomllib.loads((Path(__file__).parents[2] / "vectors" / "ikev2" / "strongswan-kdf.toml").read_text())
+    prf = Prf(v["prf"])
+    ni, nr, spis = H(v["ni"]), H(v["nr"]), H(v["spi_i"]) + H(v["spi_r"])
+    seed = skeyseed(prf, ni, nr, H(v["g_ir"]))
+    assert seed == H(v["skeyseed"])
+    keys = ike_keys(prf, seed, ni + nr + spis, v["integ_key_len"], v["encr_key_len"])
+    for name in ("sk_d", "sk_ai", "sk_ar", "sk_ei", "sk_er", "sk_pi", "sk_pr"):
+        assert getattr(keys, name) == H(v[name]), name
