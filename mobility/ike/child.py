@@ -37,6 +37,42 @@ CCS = ExchangeType.CREATE_CHILD_SA
 
 
 class IkeSa(IkeSaAuth):
+    clock_now = 0.0  # the `now` of the message being handled (for the successor's rekey schedule)
+
+    # ---- timer-driven rekeying (the original initiator rekeys; RFC 7296 §2.8 leaves it to either) ----
+
+    def _rekey_due(self) -> float | None:
+        p = self.policy
+        if p is None or not self.initiator or self.state != State.ESTABLISHED:
+            return None
+        dues = []
+        if p.timers.rekey_s and not self.rekeying:
+            dues.append(self.up_at + p.timers.rekey_s)
+        if p.timers.child_rekey_s:
+            dues += [c.extra.get("at", 0.0) + p.timers.child_rekey_s for c in self.children.values()
+                     if not c.extra.get("rekeying")]  # fmt: skip
+        return min(dues) if dues else None
+
+    def deadline(self) -> float | None:
+        ds = [d for d in (super().deadline(), self._rekey_due()) if d is not None]
+        return min(ds) if ds else None
+
+    def on_timer(self, now: float) -> list[Action]:
+        out = super().on_timer(now)
+        p = self.policy
+        if p is None or not self.initiator or self.state != State.ESTABLISHED:
+            return out
+        if p.timers.rekey_s and not self.rekeying and now >= self.up_at + p.timers.rekey_s:
+            self.rekeying = True
+            out += self.rekey_ike(now)
+        for spi, c in list(self.children.items()):
+            if p.timers.child_rekey_s and not c.extra.get("rekeying"):
+                c.extra.setdefault("at", now)
+                if now >= c.extra["at"] + p.timers.child_rekey_s:
+                    c.extra["rekeying"] = True
+                    out += self.rekey_child(spi, now)
+        return out
+
     # ---- commands (initiator of the exchange) -----------------------------------------------------
 
     def _enqueue(self, fn: Any, now: float) -> list[Action]:
@@ -128,7 +164,7 @@ class IkeSa(IkeSaAuth):
             km,
             initiated=True,
         )
-        pair.extra.update(tsi=tsi.selectors, tsr=tsr.selectors)
+        pair.extra.update(tsi=tsi.selectors, tsr=tsr.selectors, at=now)
         self.children[spi] = pair
         out: list[Action] = [Program(ChildSaInstall(self.spi_i, pair))]
         if rekey_of is not None and rekey_of in self.children:  # §2.8: the rekeying side deletes the old one
@@ -147,6 +183,7 @@ class IkeSa(IkeSaAuth):
 
     def _ike_rekey_answer(self, ctx: Any, inner: list[Payload], now: float) -> list[Action]:
         spi, ni, priv, group = ctx
+        self.clock_now = now
         sa, nonce, ke = _one(inner, SA), _one(inner, Nonce), _one(inner, KE)
         if len(sa.proposals) != 1 or len(sa.proposals[0].spi) != 8 or ke.group != group:
             raise DecodeError("ikev2", "sa", 0, "IKE rekey reply needs one IKE proposal and our D-H group")
@@ -191,6 +228,7 @@ class IkeSa(IkeSaAuth):
         seed = rekey_skeyseed(self.prf, self._sk_d(), g_ir, ni, nr)  # old SA's PRF and SK_d
         new.keys = ike_keys(new.prf, seed, ni + nr + spi_i + spi_r, new.sk.integ_key_len, new.sk.encr_key_len)
         new.state, new.next_mid, new.peer_mid = State.ESTABLISHED, 0, 0
+        new.up_at = self.clock_now
         for attr in (
             "use_4500",
             "nat_local",
@@ -209,6 +247,8 @@ class IkeSa(IkeSaAuth):
     def _handover(self, new: IkeSa) -> list[Action]:
         """Child SAs move to the new IKE SA (their SPIs and keys do not change)."""
         new.children, self.children = self.children, {}
+        for c in new.children.values():
+            c.extra.pop("rekeying", None)  # requests queued on the old IKE SA die with it
         self.rekeyed = True
         self.spawned.append(new)
         return []  # the dataplane does not change
@@ -216,6 +256,7 @@ class IkeSa(IkeSaAuth):
     # ---- CREATE_CHILD_SA, responder -------------------------------------------------------------
 
     def on_create_child(self, inner: list[Payload], mid: int, now: float) -> list[Action]:
+        self.clock_now = now
         try:
             sa = _one(inner, SA)
             if sa.proposals and sa.proposals[0].protocol == Protocol.IKE:

@@ -38,6 +38,12 @@ class IkeConnection:
     mobike: bool = field(
         default=False, metadata={"doc": "announce MOBIKE_SUPPORTED (RFC 4555; address updates: not yet)"}
     )
+    rekey_time_s: float = field(
+        default=14400.0, metadata={"doc": "initiator rekeys the IKE SA after this long (0: never)", "range": (0, 1e7)}
+    )
+    child_rekey_time_s: float = field(
+        default=3600.0, metadata={"doc": "initiator rekeys each Child SA after this long (0: never)", "range": (0, 1e7)}
+    )
     retransmit_timeout_s: float = field(default=4.0, metadata={"doc": "first retransmission", "range": (0.1, 60)})
     retransmit_tries: int = field(default=5, metadata={"doc": "retransmissions before giving up", "range": (0, 20)})
 
@@ -79,5 +85,10 @@ def build_policy(c: IkeConnection, cp_request: tuple[CfgAttribute, ...] = ()) ->
         transport=c.mode == "transport",
         cp_request=cp_request,
         mobike=c.mobike,
-        timers=Timers(timeout_s=c.retransmit_timeout_s, tries=c.retransmit_tries),
+        timers=Timers(
+            timeout_s=c.retransmit_timeout_s,
+            tries=c.retransmit_tries,
+            rekey_s=c.rekey_time_s,
+            child_rekey_s=c.child_rekey_time_s,
+        ),
     )

@@ -119,12 +119,15 @@ class IkeSaAuth(IkeSaCore):
             return [*self._request(ExchangeType.INFORMATIONAL, [Delete(Protocol.IKE)], now), *failed]
         self.remote_id = idr.text()
         self.state = State.ESTABLISHED
+        self.up_at = now
         cps = [c for c in inner if isinstance(c, CP) and c.cfg_type == CfgType.REPLY]
         self.attributes = cps[0].attributes if cps else ()
         # the event first: the owner configures its assigned addresses before the Child SA's routes
         out: list[Action] = [Notify(self._established(tuple(t for t in nts if t in STATUS_OF_INTEREST)))]
         if not [t for t in nts if t < 16384]:
             out += self._initiator_child(inner)
+            for c in self.children.values():
+                c.extra.setdefault("at", now)
         return out
 
     def _initiator_child(self, inner: list[Payload]) -> list[Action]:
@@ -204,6 +207,7 @@ class IkeSaAuth(IkeSaCore):
         if policy.mobike and any(isinstance(n, N) and n.type == Nt.MOBIKE_SUPPORTED for n in inner):
             reply_pl.append(N(Nt.MOBIKE_SUPPORTED))
         self.state = State.ESTABLISHED
+        self.up_at = now
         out.append(self._respond(ExchangeType.IKE_AUTH, msg.header.message_id, reply_pl))
         out.append(Notify(self._established(())))
         return out

@@ -71,6 +71,8 @@ class Timers:
     tries: int = 5
     half_open_s: float = 30.0
     dpd_s: float = 0.0  # 0: no liveness checks of our own
+    rekey_s: float = 0.0  # IKE SA rekey after this long (original initiator only); 0: never
+    child_rekey_s: float = 0.0  # Child SA rekey after this long (original initiator only); 0: never
 
 
 @dataclass(frozen=True, slots=True)

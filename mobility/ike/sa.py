@@ -140,6 +140,8 @@ class IkeSaCore:
         self.releaser: Releaser | None = None
         self.lookup: Callable[[str], Policy | None] | None = None
         self.rekeyed = False
+        self.up_at = 0.0
+        self.rekeying = False  # a timer-driven IKE SA rekey is under way
         self.spawned: list[Any] = []  # IKE SAs created by a rekey, picked up by the engine
         self.queue: list[Callable[[float], list[Action]]] = []  # our requests waiting for the window (§2.3)
 

@@ -328,3 +328,24 @@ def test_delete_ike_sa_removes_children_on_both_sides() -> None:
     init, resp, key, _ = established()
     out = run(init, resp, init.delete(key, now=1.0), now=1.0)
     assert len(events(out, ChildSaRemove)) >= 2 and not init.sas and not resp.sas
+
+
+def test_initiator_rekeys_on_its_timers() -> None:
+    mn, gw = policies()
+    mn = replace(mn, timers=replace(mn.timers, rekey_s=100.0, child_rekey_s=50.0))
+    init, resp = pair(mn, gw)
+    key, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    run(init, resp, acts)
+    assert init.next_deadline() == 50.0  # the Child SA is due first
+    out = run(init, resp, init.on_timer(50.0), now=50.0)
+    assert len(events(out, ChildSaInstall)) == 2 and len(events(out, ChildSaRemove)) == 2
+    assert init.next_deadline() == 100.0
+    out = run(init, resp, init.on_timer(100.0), now=100.0)
+    (new_key,) = init.find("gw.example.test")
+    assert new_key != key and len(resp.sas) == 1
+    # the Child SA due at 100 was queued behind the IKE rekey: the successor picks it up
+    assert init.next_deadline() == 100.0
+    out = run(init, resp, init.on_timer(100.0), now=100.0)
+    assert len(events(out, ChildSaInstall)) == 2
+    assert init.next_deadline() == 150.0  # that Child SA again, the IKE SA at 200
+    assert resp.next_deadline() is None  # the responder leaves rekeying to the initiator
