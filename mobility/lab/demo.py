@@ -4,6 +4,8 @@ Two laptops behind one nftables masquerade NAT reach a gateway through natt on e
 laptops use the SAME inner address (RFC 3948 §5.1); the gateway's natt tells them apart by SPI and
 gives each a locally unique address. The demo prints a timeline, the mobilityctl tables, the
 keepalives on the wire, and where the captures are; then tears everything down.
+Act 2: the same two laptops run mobiled and bring up IKEv2 through the NAT to had on the gateway,
+which assigns each an IPv4 and an IPv6 address from its pools; the Child SAs carry pings.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import time
 
+from mobility.lab.ike import IkeDaemon, start_had, start_mobiled, wait_home
 from mobility.lab.natt import NattHandle, sa_pair, start_natt
 from mobility.lab.netns import Lab
 from mobility.lab.topology import two_site_nat_topology
@@ -27,13 +30,13 @@ def say(text: str) -> None:
     print(f"[{time.monotonic() - T0:6.2f} s] {text}", flush=True)
 
 
-def ctl_table(h: NattHandle, command: str) -> None:
+def ctl_table(h: NattHandle | IkeDaemon, command: str, daemon: str = "natt") -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "mobility.service.ctl", "--socket", str(h.socket), "natt", command],
+        [sys.executable, "-m", "mobility.service.ctl", "--socket", str(h.socket), daemon, command],
         capture_output=True,
         text=True,
     )
-    print(f"\n$ mobilityctl natt {command}    # on {h.host}")
+    print(f"\n$ mobilityctl {daemon} {command}    # on {h.host}")
     print(out.stdout.rstrip() or out.stderr.rstrip())
 
 
@@ -99,7 +102,30 @@ def main() -> int:
             print(f"    capture: {p}")
         print(f"    logs:    {lab.capture_dir}/*.log")
     say("lab torn down")
+    ike_act()
     return 0
+
+
+def ike_act() -> None:
+    """Act 2: IKEv2. had on the gateway assigns addresses (RFC 5026 / RFC 5266 pools); mobiled on
+    both clients negotiates through the NAT, and the Child SAs land in natt."""
+    with Lab(two_site_nat_topology(), "demo-ike") as lab:
+        conn = {"name": "rw", "local_id": "gw.example.test", "local_ts": ["10.100.0.0/24", "fd00:100::/64"]}
+        had = start_had(lab, "gw", start_natt(lab, "gw"), address="192.0.2.2", conns=[conn],
+                        pool4="10.200.0.0/28", pool6="fd00:200::/120")  # fmt: skip
+        say("had on gw: IKEv2 responder with an IPv4 pool (VPN-TIA) and an IPv6 home-address pool")
+        for n, host in enumerate(("c1", "c2")):
+            mn = start_mobiled(lab, host, start_natt(lab, host), home_agents=["192.0.2.2"],
+                               conn={"name": "home", "remote_id": "gw.example.test",
+                                     "remote_ts": ["10.100.0.0/24", "fd00:100::/64"]},
+                               request=("ip4", "ip6"), fqdn=f"mn{n + 1}.example.test")  # fmt: skip
+            home = wait_home(mn)
+            say(f"mobiled on {host}: IKE SA up through the NAT, assigned {', '.join(home['addresses'])}")
+            out = lab.run(host, "ping", "-c", "2", "-i", "0.2", "10.100.0.1", check=False).stdout.splitlines()
+            say(f"{host} pings 10.100.0.1 through its Child SA: {out[-2].strip() if len(out) > 1 else out}")
+        ctl_table(had, "ike.sas", "had")
+        ctl_table(had, "leases", "had")
+    say("IKE lab torn down")
 
 
 if __name__ == "__main__":
