@@ -349,3 +349,24 @@ def test_initiator_rekeys_on_its_timers() -> None:
     assert len(events(out, ChildSaInstall)) == 2
     assert init.next_deadline() == 150.0  # that Child SA again, the IKE SA at 200
     assert resp.next_deadline() is None  # the responder leaves rekeying to the initiator
+
+
+def test_cookie_secret_rotates_and_old_cookies_expire() -> None:
+    """§2.6: a cookie made with the previous secret is still honoured; one two rotations old is not
+    (treated as absent: a fresh COOKIE is demanded and no state is kept)."""
+    mn, gw = policies()
+    init, resp = pair(mn, gw, cookie_threshold=0)
+    _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    first = acts[0].data
+    (reply,) = resp.datagram(first, MN[0], 500, 500, now=0.0)
+    retry = [a for a in init.datagram(reply.data, GW[0], 500, 500, now=0.0) if isinstance(a, IkeSend)][0].data
+    ok = resp.datagram(retry, MN[0], 500, 500, now=130.0)  # the secret rotated at 120 s
+    assert len(resp.sas) == 1 and ok[0].data != reply.data  # accepted with the previous secret
+    init2, resp2 = pair(mn, gw, cookie_threshold=0)
+    _, acts = init2.initiate(mn, GW, (MN[0], 500), now=0.0)
+    (reply,) = resp2.datagram(acts[0].data, MN[0], 500, 500, now=0.0)
+    retry = [a for a in init2.datagram(reply.data, GW[0], 500, 500, now=0.0) if isinstance(a, IkeSend)][0].data
+    resp2.datagram(acts[0].data, MN[0], 501, 500, now=130.0)
+    resp2.datagram(acts[0].data, MN[0], 502, 500, now=260.0)
+    again = resp2.datagram(retry, MN[0], 500, 500, now=260.0)
+    assert resp2.sas == {} and resp2.counters["cookie_demanded"] == 4 and len(again) == 1
