@@ -359,13 +359,13 @@ def test_cookie_secret_rotates_and_old_cookies_expire() -> None:
     _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
     first = acts[0].data
     (reply,) = resp.datagram(first, MN[0], 500, 500, now=0.0)
-    retry = [a for a in init.datagram(reply.data, GW[0], 500, 500, now=0.0) if isinstance(a, IkeSend)][0].data
+    retry = next(a for a in init.datagram(reply.data, GW[0], 500, 500, now=0.0) if isinstance(a, IkeSend)).data
     ok = resp.datagram(retry, MN[0], 500, 500, now=130.0)  # the secret rotated at 120 s
     assert len(resp.sas) == 1 and ok[0].data != reply.data  # accepted with the previous secret
     init2, resp2 = pair(mn, gw, cookie_threshold=0)
     _, acts = init2.initiate(mn, GW, (MN[0], 500), now=0.0)
     (reply,) = resp2.datagram(acts[0].data, MN[0], 500, 500, now=0.0)
-    retry = [a for a in init2.datagram(reply.data, GW[0], 500, 500, now=0.0) if isinstance(a, IkeSend)][0].data
+    retry = next(a for a in init2.datagram(reply.data, GW[0], 500, 500, now=0.0) if isinstance(a, IkeSend)).data
     resp2.datagram(acts[0].data, MN[0], 501, 500, now=130.0)
     resp2.datagram(acts[0].data, MN[0], 502, 500, now=260.0)
     again = resp2.datagram(retry, MN[0], 500, 500, now=260.0)
