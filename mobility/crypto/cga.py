@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from mobility.wire.buffer import DecodeError, Reader
+from mobility.wire.buffer import Reader, der_length
 
 MASK1 = 0x1CFFFFFFFFFFFFFF  # RFC 3972 §5 step 4: ignore Sec (bits 0-2) and u/g (bits 6-7)
 SEND_TYPE_TAG = bytes.fromhex("086FCA5E10B200C99C8CE00164277C08")  # RFC 3971 §5.2
@@ -38,8 +38,12 @@ class CgaParams:
     extensions: bytes = b""
 
     def encode(self) -> bytes:
-        return self.modifier.to_bytes(16, "big") + self.prefix + bytes([self.collision_count]) + self.public_key + (
-            self.extensions
+        return (
+            self.modifier.to_bytes(16, "big")
+            + self.prefix
+            + bytes([self.collision_count])
+            + self.public_key
+            + (self.extensions)
         )
 
     @classmethod
@@ -49,7 +53,7 @@ class CgaParams:
         modifier = int.from_bytes(r.take(16, "modifier"), "big")
         prefix = r.take(8, "prefix")
         cc = r.u8("collision_count")
-        key_len = der_length(data, r.offset)
+        key_len = der_length(data, r.offset, "cga")
         key = r.take(key_len, "public_key")
         return cls(modifier, prefix, cc, key, r.rest())
 
@@ -61,23 +65,6 @@ class CgaParams:
         if not isinstance(key, rsa.RSAPublicKey):
             raise CgaError("CGA key is not RSA")
         return key
-
-
-def der_length(data: bytes, pos: int) -> int:
-    """Total length of the DER element starting at `pos` (tag, length, contents)."""
-    if len(data) < pos + 2 or data[pos] != 0x30:
-        raise DecodeError("cga", "public_key", pos, "not a DER SEQUENCE")
-    first = data[pos + 1]
-    if first < 0x80:
-        total = 2 + first
-    else:
-        n = first & 0x7F
-        if n == 0 or n > 3 or len(data) < pos + 2 + n:
-            raise DecodeError("cga", "public_key", pos, "bad DER length")
-        total = 2 + n + int.from_bytes(data[pos + 2 : pos + 2 + n], "big")
-    if len(data) < pos + total:
-        raise DecodeError("cga", "public_key", pos, f"key needs {total} octets")
-    return total
 
 
 def hash2(modifier: int, public_key: bytes, extensions: bytes = b"") -> bytes:

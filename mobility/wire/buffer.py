@@ -68,3 +68,21 @@ class Reader:
         """Assert that a fixed-size message was consumed exactly (WireGuard-style exact sizes)."""
         if self.remaining:
             raise self.fail("trailing", f"{self.remaining} unexpected bytes")
+
+
+def der_length(data: bytes, pos: int, proto: str = "der") -> int:
+    """Total length (tag, length, contents) of the DER SEQUENCE starting at `pos`: how SEND finds
+    where a public key or certificate ends when no length field says so (RFC 3971 §5.1, §6.4.4)."""
+    if len(data) < pos + 2 or data[pos] != 0x30:
+        raise DecodeError(proto, "der", pos, "not a DER SEQUENCE")
+    first = data[pos + 1]
+    if first < 0x80:
+        total = 2 + first
+    else:
+        n = first & 0x7F
+        if n == 0 or n > 3 or len(data) < pos + 2 + n:
+            raise DecodeError(proto, "der", pos, "bad DER length")
+        total = 2 + n + int.from_bytes(data[pos + 2 : pos + 2 + n], "big")
+    if len(data) < pos + total:
+        raise DecodeError(proto, "der", pos, f"element needs {total} octets")
+    return total
