@@ -94,8 +94,9 @@ class ArdEngine:
 
     def restore(self, records: list[dict[str, Any]]) -> None:
         for r in records:
-            rec = HkRecord(r["cga"], bytes.fromhex(r["key"]), int(r["at"]), float(r["expires"]),
-                           bytes.fromhex(r["cga_key"]))  # fmt: skip
+            rec = HkRecord(
+                r["cga"], bytes.fromhex(r["key"]), int(r["at"]), float(r["expires"]), bytes.fromhex(r["cga_key"])
+            )
             self.keys[rec.cga] = rec
 
     def _count(self, what: str) -> None:
@@ -103,8 +104,9 @@ class ArdEngine:
 
     # ---- RtSolPr ------------------------------------------------------------------------------
 
-    def rtsolpr(self, data: bytes, src: IPv6Address, dst: IPv6Address, hop_limit: int, *,
-                now: float) -> tuple[list[Action], bytes | None]:  # fmt: skip
+    def rtsolpr(
+        self, data: bytes, src: IPv6Address, dst: IPv6Address, hop_limit: int, *, now: float
+    ) -> tuple[list[Action], bytes | None]:
         """Returns (actions, PrRtAdv octets to unicast to `src`, or None to stay silent)."""
         if hop_limit != HOP_LIMIT:
             return self._refuse(src, "hop_limit"), None
@@ -143,8 +145,9 @@ class ArdEngine:
             return nonce, "replayed_nonce"
         return nonce, ""
 
-    def _provision(self, msg: nd.NdMessage, src: IPv6Address, req: nd.HandoverKeyRequest,
-                   now: float) -> tuple[list[Action], nd.HandoverKeyReply | None]:  # fmt: skip
+    def _provision(
+        self, msg: nd.NdMessage, src: IPv6Address, req: nd.HandoverKeyRequest, now: float
+    ) -> tuple[list[Action], nd.HandoverKeyReply | None]:
         cga_opt = msg.first(nd.CgaOption)
         assert isinstance(cga_opt, nd.CgaOption)
         from mobility.crypto.cga import CgaParams
@@ -155,8 +158,11 @@ class ArdEngine:
             sig_key = serialization.load_der_public_key(cga_key)
         except ValueError:
             return self._refuse(src, "hk_key_unparsable"), None
-        if not (isinstance(enc_key, rsa.RSAPublicKey) and isinstance(sig_key, rsa.RSAPublicKey)
-                and enc_key.key_size == sig_key.key_size):  # fmt: skip
+        if not (
+            isinstance(enc_key, rsa.RSAPublicKey)
+            and isinstance(sig_key, rsa.RSAPublicKey)
+            and enc_key.key_size == sig_key.key_size
+        ):
             return self._refuse(src, "hk_key_not_like_cga_key"), None  # §4.1: same algorithm and parameters
         if req.public_key == cga_key:
             return self._refuse(src, "hk_key_is_cga_key"), None  # §3.1: never the signing key
@@ -173,8 +179,9 @@ class ArdEngine:
         acts: list[Action] = [Persist(HkIssued(rec, reused)), Notify(HkIssued(rec, reused))]
         return acts, reply
 
-    def _prrtadv(self, msg: nd.NdMessage, dst: IPv6Address, nonce: bytes, reply: nd.HandoverKeyReply | None,
-                 now: float) -> bytes:  # fmt: skip
+    def _prrtadv(
+        self, msg: nd.NdMessage, dst: IPv6Address, nonce: bytes, reply: nd.HandoverKeyReply | None, now: float
+    ) -> bytes:
         opts: list[nd.NdOption] = []
         if self.router.lla:
             opts.append(nd.LinkLayerAddress(4, self.router.lla))
@@ -198,9 +205,12 @@ class ArdEngine:
         asked = list(known) if wildcard else [o.lla for o in wanted]
         hits = [known[a] for a in asked if a in known]
         for n in hits:
-            opts += [nd.LinkLayerAddress(1, n.ap_lla), nd.LinkLayerAddress(3, n.nar_lla),
-                     nd.IpAddressPrefix(3, 128, n.nar_address),
-                     nd.IpAddressPrefix(4, n.nar_prefix.prefixlen, n.nar_prefix.network_address)]  # fmt: skip
+            opts += [
+                nd.LinkLayerAddress(1, n.ap_lla),
+                nd.LinkLayerAddress(3, n.nar_lla),
+                nd.IpAddressPrefix(3, 128, n.nar_address),
+                nd.IpAddressPrefix(4, n.nar_prefix.prefixlen, n.nar_prefix.network_address),
+            ]
         if hits:
             return 0
         opts += [nd.LinkLayerAddress(6, a) for a in asked] or [nd.LinkLayerAddress(6, b"")]

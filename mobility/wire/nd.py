@@ -360,8 +360,9 @@ class NdMessage:
 
     @property
     def identifier(self) -> int:
-        return int.from_bytes(self.body[2:4], "big") if self.type in (IcmpType.FMIPV6, IcmpType.CPS,
-                                                                        IcmpType.CPA) else 0  # fmt: skip
+        return (
+            int.from_bytes(self.body[2:4], "big") if self.type in (IcmpType.FMIPV6, IcmpType.CPS, IcmpType.CPA) else 0
+        )
 
     def first(self, cls: builtins.type[NdOption]) -> NdOption | None:
         return next((o for o in self.options if type(o) is cls), None)

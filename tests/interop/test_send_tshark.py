@@ -49,8 +49,11 @@ def test_emitted_fmipv6_send_messages_dissect() -> None:
     assert set(rows[0][1].split(",")) >= {"19", "27", "11", "13", "14", "12"}
     assert set(rows[1][1].split(",")) >= {"19", "17", "28", "13", "14", "12"}
     assert all(r[2] == "1" for r in rows)  # checksums good
-    experts = tshark_fields(pcap, "_ws.malformed || _ws.expert.severity == \"Error\"",
-                            ["frame.number", "_ws.expert.message", "icmpv6.opt.hkr.pad_length"])  # fmt: skip
+    experts = tshark_fields(
+        pcap,
+        '_ws.malformed || _ws.expert.severity == "Error"',
+        ["frame.number", "_ws.expert.message", "icmpv6.opt.hkr.pad_length"],
+    )
     for frame, messages, pads in experts:
         assert set(messages.split(",")) <= {KNOWN_HK_DEFECT, ""}, messages
         assert any(int(p) >= 2 for p in pads.split(",") if p), f"frame {frame}: error without the HK pad defect"

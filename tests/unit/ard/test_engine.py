@@ -33,8 +33,12 @@ def mn() -> dict[str, Any]:
 
 
 def engine(router: RouterIdentity) -> ArdEngine:
-    nar = Neighbor(bytes.fromhex("0200000000aa"), bytes.fromhex("020000000002"), IPv6Address("2001:db8:20::1"),
-                   IPv6Network("2001:db8:20::/64"))  # fmt: skip
+    nar = Neighbor(
+        bytes.fromhex("0200000000aa"),
+        bytes.fromhex("020000000002"),
+        IPv6Address("2001:db8:20::1"),
+        IPv6Network("2001:db8:20::/64"),
+    )
     return ArdEngine(router=router, rand=os.urandom, neighbors=(nar,))
 
 
@@ -44,8 +48,9 @@ def request(mn: dict[str, Any], *, nonce: bytes = b"nonce1", ts: float = NOW, at
     return signed(mn, replace(msg, options=opts))
 
 
-def ask(e: ArdEngine, mn: dict[str, Any], wire: bytes, now: float = NOW, src: IPv6Address | None = None) -> tuple[
-        list[Any], nd.NdMessage | None]:  # fmt: skip
+def ask(
+    e: ArdEngine, mn: dict[str, Any], wire: bytes, now: float = NOW, src: IPv6Address | None = None
+) -> tuple[list[Any], nd.NdMessage | None]:
     src = src or mn["addr"]
     acts, out = e.rtsolpr(wire, src, AR, 255, now=now)  # sent to the AR's address
     return acts, nd.NdMessage.decode(out) if out else None
@@ -93,8 +98,9 @@ def forged(mn: dict[str, Any], kind: str, router: RouterIdentity) -> tuple[bytes
 @pytest.mark.parametrize(
     "kind", ["bad_signature", "non_cga_source", "cga_not_verifying", "wrong_key_hash", "stale_timestamp"]
 )
-def test_forgeries_are_answered_without_a_key_and_change_nothing(router: RouterIdentity, mn: dict[str, Any],
-                                                                  kind: str) -> None:  # fmt: skip
+def test_forgeries_are_answered_without_a_key_and_change_nothing(
+    router: RouterIdentity, mn: dict[str, Any], kind: str
+) -> None:
     e = engine(router)
     ask(e, mn, request(mn, nonce=b"first1"))  # a legitimate key exists
     before = dict(e.keys)
