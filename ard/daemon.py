@@ -123,6 +123,9 @@ class ArdDaemon(ServiceShell):
                 data, anc, _flags, addr = self.sock.recvmsg(65535, socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20))
             except (BlockingIOError, InterruptedError):
                 return
+            except OSError as e:
+                log.debug("recv: %s", e)
+                return
             hop, dst = -1, IPv6Address("::")
             for level, ctype, cdata in anc:
                 if level == socket.IPPROTO_IPV6 and ctype == IPV6_HOPLIMIT:

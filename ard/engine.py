@@ -86,11 +86,13 @@ class ArdEngine:
     rate_per_s: float = 3.0  # MAX_RTSOLPR_RATE per source (RFC 5568 §9)
     burst: float = 3.0
     max_sources: int = 4096
+    refusals_per_s: float = 20.0  # all sources together: signed answers to requests that failed validation
     keys: dict[str, HkRecord] = field(default_factory=dict)
     timestamps: sendsig.TimestampCache = field(default_factory=sendsig.TimestampCache)
     nonces: sendsig.NonceCache = field(default_factory=sendsig.NonceCache)
     counters: dict[str, int] = field(default_factory=dict)
     _buckets: OrderedDict[bytes, _Bucket] = field(default_factory=OrderedDict)
+    _refusals: _Bucket = field(default_factory=lambda: _Bucket(0.0, 0.0))
 
     def restore(self, records: list[dict[str, Any]]) -> None:
         for r in records:
@@ -121,6 +123,8 @@ class ArdEngine:
         nonce, reason = self._validate(msg, src, dst, now)
         if reason:
             out = self._refuse(src, reason)
+            if not self._take(self._refusals, self.refusals_per_s, self.refusals_per_s, now):
+                return out, None  # forged floods from many sources must not buy a signature each
             return out, self._prrtadv(msg, src, nonce, None, now)  # answer, but no key (§3.2)
         req = _covered(msg, nd.HandoverKeyRequest)
         if not isinstance(req, nd.HandoverKeyRequest):
@@ -225,7 +229,11 @@ class ArdEngine:
             b = self._buckets[src.packed] = _Bucket(self.burst, now)
             while len(self._buckets) > self.max_sources:
                 self._buckets.popitem(last=False)
-        b.tokens = min(self.burst, b.tokens + (now - b.at) * self.rate_per_s)
+        return self._take(b, self.rate_per_s, self.burst, now)
+
+    @staticmethod
+    def _take(b: _Bucket, rate: float, burst: float, now: float) -> bool:
+        b.tokens = min(burst, b.tokens + (now - b.at) * rate)
         b.at = now
         if b.tokens < 1:
             return False

@@ -14,7 +14,7 @@ from mobility.ike.config import build_policy
 from mobility.ike.engine import IkeEngine
 from mobility.ike.policy import Identity, IkeSaDeleted, IkeSaEstablished, IkeSaFailed, Policy
 from mobility.service.control import ControlConnection
-from mobility.service.ikeshell import IkeShell
+from mobility.service.ikeshell import IkeShell, wall_clock
 from mobility.service.runner import DaemonContext
 from mobility.service.shell import ServiceShell
 from mobility.service.state import StateStore
@@ -55,6 +55,7 @@ class HadDaemon(ServiceShell):
         suites = tuple(s for p in self.policies for s in p.ike_suites)
         engine = IkeEngine(
             rand=os.urandom,
+            clock=wall_clock,
             suites=suites,
             lookup=self._lookup,
             assigner=self.pool.assign,
@@ -84,7 +85,10 @@ class HadDaemon(ServiceShell):
             self.store.close()
 
     def _lookup(self, who: str) -> Policy | None:
-        ident = Identity.parse(who)
+        try:
+            ident = Identity.parse(who)
+        except ValueError:
+            return None  # an identity no connection could name: AUTHENTICATION_FAILED
         for p in self.policies:
             if p.remote_id is None or p.remote_id.matches(ident):
                 return p

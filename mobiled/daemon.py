@@ -16,7 +16,7 @@ from mobiled.config import MobiledConfig
 from mobility.ike.config import build_policy
 from mobility.ike.engine import IkeEngine
 from mobility.ike.policy import IkeSaDeleted, IkeSaEstablished, IkeSaFailed, Policy, any_ts, ts_from_network
-from mobility.service.ikeshell import IkeShell, source_for
+from mobility.service.ikeshell import IkeShell, source_for, wall_clock
 from mobility.service.runner import DaemonContext
 from mobility.service.shell import ServiceShell
 from mobility.wire.ikev2 import CfgAttr, CfgAttribute, Notify
@@ -55,7 +55,7 @@ def addresses_from(ev: IkeSaEstablished) -> list[str]:
             out.append(f"{IPv6Address(a.value[:16])}/128")  # MUST use it (USE_ASSIGNED_HoA, §5.3.2)
     if Notify.USE_ASSIGNED_HOA not in ev.notifies:  # autoconfigure only when the HA allows it
         for a in ev.attributes:
-            if a.type == CfgAttr.MIP6_HOME_PREFIX and len(a.value) == 21:
+            if a.type == CfgAttr.MIP6_HOME_PREFIX and len(a.value) == 21 and a.value[20] <= 128:
                 prefix = IPv6Network((IPv6Address(a.value[4:20]), a.value[20]), strict=False)
                 out.append(f"{autoconf_hoa(prefix, ev.local_id)}/128")
     return out
@@ -80,7 +80,7 @@ class MobiledDaemon(ServiceShell):
             return
         conn = c.connection if c.connection.local_id else replace(c.connection, local_id=self.cfg.fqdn)
         self.policy = build_policy(conn, cp_request(c.request, c.home_address))
-        engine = IkeEngine(rand=os.urandom)
+        engine = IkeEngine(rand=os.urandom, clock=wall_clock)
         self.ike = IkeShell(
             engine, natt_socket=c.natt_socket, listen=("0.0.0.0", "::"), on_event=self._event, fwmark=c.fwmark
         )
@@ -127,7 +127,7 @@ class MobiledDaemon(ServiceShell):
                 "use_assigned_hoa": Notify.USE_ASSIGNED_HOA in ev.notifies,
             }
             for a in addrs:
-                self.ike._spawn(self.ike._natt_call("addr.add", address=a))
+                self.ike.natt_command("addr.add", address=a)
             self._child_for_autoconf(ev, addrs)
         elif isinstance(ev, IkeSaFailed):
             log.warning("home agent %s: %s; trying the next one", ev.peer, ev.reason)

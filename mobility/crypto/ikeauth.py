@@ -113,6 +113,14 @@ def load_certificates(pem_or_der: bytes) -> list[x509.Certificate]:
         raise CertificateFormatError(f"unparsable certificate: {e}") from e
 
 
+def load_der_certificate(der: bytes) -> x509.Certificate:
+    """Exactly one DER certificate, as a CERT payload of encoding 4 carries it (RFC 7296 §3.6)."""
+    try:
+        return x509.load_der_x509_certificate(der)
+    except Exception as e:
+        raise CertificateFormatError(f"unparsable certificate: {e}") from e
+
+
 # ---- minimal strict DER (RFC 7427 AlgorithmIdentifier, RFC 8017 RSASSA-PSS-params) ----------------
 
 

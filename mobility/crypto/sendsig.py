@@ -82,9 +82,9 @@ def cga_key(msg: NdMessage, src: IPv6Address) -> tuple[rsa.RSAPublicKey, cga.Cga
     try:
         params = cga.CgaParams.decode(opt.params)
         cga.verify(src, params)
+        key = params.rsa_key()  # a valid CGA of an EC key is still no RSA signer (RFC 3971 §5.2)
     except (cga.CgaError, ValueError) as e:
-        raise SendError(f"source is not a CGA of the parameters: {e}") from e
-    key = params.rsa_key()
+        raise SendError(f"source is not a usable CGA of the parameters: {e}") from e
     return key, params
 
 

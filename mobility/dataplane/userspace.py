@@ -106,31 +106,26 @@ class PolicyRouting:
                 log.debug("cannot write %s: %s", path, e)
         self._remove_rules()
         for family in (socket.AF_INET, socket.AF_INET6):
-            self._nl.call(
-                self._nl.ipr.rule,
-                "add",
-                family=family,
-                table=self.table,
-                priority=self.priority,
-                fwmark=self.mark,
-                fwmask=0xFFFFFFFF,
-                flags=FIB_RULE_INVERT,
-            )
+            self._rule("add", family)
+
+    def _rule(self, op: str, family: int) -> None:
+        """`not fwmark <mark> lookup <table>` for one family."""
+        self._nl.call(
+            self._nl.ipr.rule,
+            op,
+            family=family,
+            table=self.table,
+            priority=self.priority,
+            fwmark=self.mark,
+            fwmask=0xFFFFFFFF,
+            flags=FIB_RULE_INVERT,
+        )
 
     def _remove_rules(self) -> None:
         for family in (socket.AF_INET, socket.AF_INET6):
             while True:
                 try:
-                    self._nl.call(
-                        self._nl.ipr.rule,
-                        "del",
-                        family=family,
-                        table=self.table,
-                        priority=self.priority,
-                        fwmark=self.mark,
-                        fwmask=0xFFFFFFFF,
-                        flags=FIB_RULE_INVERT,
-                    )
+                    self._rule("del", family)
                 except Exception:  # pyroute2 raises NetlinkError once no such rule is left
                     break
 

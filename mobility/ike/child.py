@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from mobility.crypto.ikeprf import DH_GROUPS, child_keymat, ike_keys, rekey_skeyseed
+from mobility.crypto.ikeprf import DH_GROUPS, Prf, child_keymat, ike_keys, rekey_skeyseed
 from mobility.crypto.ikesk import SkSuite
 from mobility.engine import Action, Notify, Program
 from mobility.ike import proposals as props
-from mobility.ike.exchanges import IkeSaAuth
+from mobility.ike.exchanges import IkeSaAuth, _addresses
 from mobility.ike.policy import ChildSaInstall, ChildSaRemove, IkeDropped, narrow
 from mobility.ike.sa import Pending, Refused, State, _one, esp_pair, keymat_len
 from mobility.wire.buffer import DecodeError
@@ -49,8 +49,11 @@ class IkeSa(IkeSaAuth):
         if p.timers.rekey_s and not self.rekeying:
             dues.append(self.up_at + p.timers.rekey_s)
         if p.timers.child_rekey_s:
-            dues += [c.extra.get("at", 0.0) + p.timers.child_rekey_s for c in self.children.values()
-                     if not c.extra.get("rekeying")]  # fmt: skip
+            dues += [
+                c.extra.get("at", 0.0) + p.timers.child_rekey_s
+                for c in self.children.values()
+                if not c.extra.get("rekeying")
+            ]
         return min(dues) if dues else None
 
     def deadline(self) -> float | None:
@@ -221,8 +224,6 @@ class IkeSa(IkeSaAuth):
             suite.get(TransformType.INTEG),
         )
         assert prf_t is not None and encr is not None and encr.key_length is not None
-        from mobility.crypto.ikeprf import Prf
-
         new.prf = Prf(prf_t.id)
         new.sk = SkSuite(encr.id, encr.key_length, integ.id if integ else None)
         seed = rekey_skeyseed(self.prf, self._sk_d(), g_ir, ni, nr)  # old SA's PRF and SK_d
@@ -304,11 +305,9 @@ class IkeSa(IkeSaAuth):
     def _sides(self) -> tuple[tuple[TrafficSelector, ...], tuple[TrafficSelector, ...]]:
         """What our side and the peer's side of a Child SA may cover (empty: whatever is proposed). The
         addresses a CFG_REPLY assigned bind the mobile node's side in both roles."""
-        from mobility.ike.exchanges import _addresses
-
         p = self.policy
         assert p is not None
-        vips = tuple(_addresses(list(self.attributes)))
+        vips = _addresses(self.attributes)
         if self.initiator:
             return vips or p.local_ts, p.remote_ts
         return p.local_ts, vips or p.remote_ts

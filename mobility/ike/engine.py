@@ -10,6 +10,7 @@ Inputs: `datagram(data, src, sport, local_port, now=...)`, `initiate(policy, pee
 from __future__ import annotations
 
 import hmac
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -20,7 +21,7 @@ from mobility.crypto.esp import IntegrityError
 from mobility.crypto.ikeprf import DhError, cookie
 from mobility.engine import Action, IkeSend, Notify
 from mobility.ike.child import IkeSa
-from mobility.ike.policy import IkeDropped, Policy
+from mobility.ike.policy import IkeBug, IkeDropped, Policy
 from mobility.ike.proposals import Suite
 from mobility.ike.sa import ZERO_SPI, Assigner, Refused, Releaser, State
 from mobility.wire.buffer import DecodeError
@@ -83,10 +84,9 @@ class IkeEngine:
         return sa.rekey_child(spi_in, now) if sa else []
 
     def rekey_ike(self, key: bytes, *, now: float) -> list[Action]:
-        """Rekey the IKE SA; returns actions. The successor's key is in `successor(key)` once answered."""
+        """Rekey the IKE SA; once answered, `find(remote_id)` names the successor."""
         sa = self.sas.get(key)
-        out = sa.rekey_ike(now) if sa else []
-        return out
+        return sa.rekey_ike(now) if sa else []
 
     def create_child(self, key: bytes, tsi: tuple[Any, ...], tsr: tuple[Any, ...], *, now: float) -> list[Action]:
         sa = self.sas.get(key)
@@ -102,7 +102,7 @@ class IkeEngine:
         try:
             msg = Message.decode(data)
         except IkeError as e:
-            return self._drop("version", src, str(e))
+            return self._unprotected_error(data, e, src, sport, local_port)
         except DecodeError as e:
             return self._drop("malformed", src, str(e))
         h = msg.header
@@ -116,16 +116,47 @@ class IkeEngine:
             return self._drop("unknown_spi", src, ours.hex())
         if not sa.initiator and h.spi_i != sa.spi_i:
             return self._drop("unknown_spi", src, h.spi_i.hex())
-        before = (sa.peer, sa.use_4500, sa.local)
+        before = (sa.peer, sa.use_4500, sa.local, sa.pending, sa.state, sa.remote_id, sa.policy)
         try:
             out = self._dispatch(sa, data, msg, src, sport, local_port, now)
-        except (DecodeError, IntegrityError, IkeError, DhError, ValueError) as e:
-            sa.peer, sa.use_4500, sa.local = before
+        except IkeError as e:  # raised only once the ICV verified: an authenticated message we must refuse
+            _restore(sa, (sa.peer, sa.use_4500, sa.local, *before[3:]))  # answer where it came from
+            out = self._protected_error(sa, h, e)
+        except (DecodeError, IntegrityError, DhError, ValueError) as e:
+            _restore(sa, before)
             kind = "integrity" if isinstance(e, IntegrityError) else "malformed"
             return self._drop(kind, src, str(e))
+        except Exception as e:  # a bug in this flow: tear the IKE SA down, keep the daemon (STYLE.md §2.7)
+            self.counters["internal_error"] += 1
+            out = [
+                Notify(IkeBug(sa.name, traceback.format_exc())),
+                *sa._fail(f"internal error: {e!r}", notify_peer=False),
+            ]
         self._adopt(sa)
         self._reap()
         return out
+
+    def _protected_error(self, sa: IkeSa, h: Header, e: IkeError) -> list[Action]:
+        """RFC 7296 §2.5: a request with an unsupported critical payload is rejected, and the response
+        MUST carry UNSUPPORTED_CRITICAL_PAYLOAD. An IKE_AUTH so refused ends the half-open SA."""
+        self.counters[f"refused_{e.notify.name.lower()}"] += 1
+        if h.is_response or sa.keys is None:
+            return [Notify(IkeDropped("refused", sa.peer[0], e.reason))]
+        out: list[Action] = [sa._respond(h.exchange, h.message_id, [N(e.notify, e.data)])]
+        if sa.state == State.EXPECT_AUTH_REQUEST:
+            out += sa._fail(f"IKE_AUTH refused: {e.reason}", notify_peer=False)
+        return out
+
+    def _unprotected_error(self, data: bytes, e: IkeError, src: str, sport: int, lport: int) -> list[Action]:
+        """An IKE_SA_INIT request with an unsupported critical payload gets UNSUPPORTED_CRITICAL_PAYLOAD
+        (§2.5) and no state; a message of another major version is dropped (§2.5: SHOULD notify)."""
+        if e.notify != Nt.UNSUPPORTED_CRITICAL_PAYLOAD:
+            return self._drop("version", src, str(e))
+        h = Header.decode_fields(data)
+        if h is None or h.is_response or h.exchange != ExchangeType.IKE_SA_INIT or h.spi_r != ZERO_SPI:
+            return self._drop("malformed", src, str(e))
+        self.counters["refused_unsupported_critical_payload"] += 1
+        return [self._plain_reply(h, src, sport, lport, N(e.notify, e.data))]
 
     def _adopt(self, sa: IkeSa) -> None:
         """Register the IKE SAs a rekey created (keyed by our SPI in them)."""
@@ -194,6 +225,9 @@ class IkeEngine:
             return [self._plain_reply(h, src, sport, lport, N(r.notify, r.data))]
         except (DecodeError, DhError, ValueError) as e:
             return self._drop("malformed", src, str(e))
+        except Exception:  # a bug: nothing was created, say so loudly (STYLE.md §2.7)
+            self.counters["internal_error"] += 1
+            return [Notify(IkeBug("IKE_SA_INIT", traceback.format_exc()))]
         sa.lookup, sa.assigner, sa.releaser = self.lookup, self.assigner, self.releaser
         self.sas[sa.spi_r] = sa
         self._half_open[(h.spi_i, src, sport)] = sa
@@ -303,3 +337,8 @@ def _keys(sa: IkeSa) -> dict[str, object]:
         "encr": _TSHARK_ENCR.get((sa.sk.encr, sa.sk.key_bits), ""),
         "integ": _TSHARK_INTEG.get(sa.sk.integ, ""),
     }
+
+
+def _restore(sa: IkeSa, before: tuple[Any, ...]) -> None:
+    """Undo what a handler changed before it found the message unusable."""
+    sa.peer, sa.use_4500, sa.local, sa.pending, sa.state, sa.remote_id, sa.policy = before

@@ -1,12 +1,15 @@
 """The protected exchanges of one IKE SA: IKE_AUTH in both roles (RFC 7296 §1.2, §2.15, §2.19 with
-RFC 5026 §5.3 configuration payloads), INFORMATIONAL (delete, liveness; §1.4), and the responder's
-answer to CREATE_CHILD_SA (NO_ADDITIONAL_SAS for now, §1.3).
+RFC 5026 §5.3 configuration payloads) and INFORMATIONAL (delete, liveness; §1.4). Every handler parses
+and checks all it needs before it changes anything (a malformed message leaves the SA as it was).
 """
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address, IPv6Address, ip_network
+
 from mobility.crypto import ikeauth
 from mobility.crypto.ikeprf import child_keymat
+from mobility.dataplane.sa import EspSaPair
 from mobility.engine import Action, Notify, Program
 from mobility.ike import proposals as props
 from mobility.ike.policy import (
@@ -18,6 +21,7 @@ from mobility.ike.policy import (
     Policy,
     any_ts,
     narrow,
+    ts_from_network,
 )
 from mobility.ike.sa import STATUS_OF_INTEREST, IkeSaCore, Refused, State, _one, esp_pair, keymat_len
 from mobility.wire.buffer import DecodeError
@@ -28,6 +32,7 @@ from mobility.wire.ikev2 import (
     CP,
     SA,
     CfgAttr,
+    CfgAttribute,
     CfgType,
     Delete,
     ExchangeType,
@@ -44,14 +49,6 @@ from mobility.wire.ikev2 import (
 from mobility.wire.ikev2 import (
     Notify as Nt,
 )
-
-CHILD_ERRORS = (
-    Nt.NO_PROPOSAL_CHOSEN,
-    Nt.TS_UNACCEPTABLE,
-    Nt.SINGLE_PAIR_REQUIRED,
-    Nt.INTERNAL_ADDRESS_FAILURE,
-    Nt.FAILED_CP_REQUIRED,
-)  # (§1.2: the IKE SA still comes up)
 
 
 class IkeSaAuth(IkeSaCore):
@@ -77,14 +74,8 @@ class IkeSaAuth(IkeSaCore):
         if p.transport:
             pl.append(N(Nt.USE_TRANSPORT_MODE))
         self.state = State.EXPECT_AUTH_RESPONSE
-        self.pending = None
         self.next_mid = 1
-        data = self._protect(ExchangeType.IKE_AUTH, 1, False, pl)
-        from mobility.ike.sa import Pending
-
-        self.pending = Pending(data, 1, ExchangeType.IKE_AUTH, 1, now + self._timeout(0))
-        self.next_mid = 2
-        return [self._send(data)]
+        return self._request(ExchangeType.IKE_AUTH, pl, now)
 
     def _initiator_tsi(self) -> tuple[TrafficSelector, ...]:
         p = self.policy
@@ -95,21 +86,17 @@ class IkeSaAuth(IkeSaCore):
                 [6] if wants & {CfgAttr.INTERNAL_IP6_ADDRESS, CfgAttr.MIP6_HOME_PREFIX} else []
             )
             return tuple(any_ts(f) for f in fams)  # narrowed by the responder to what it assigns
-        if p.local_ts:
-            return p.local_ts
-        from mobility.ike.policy import ts_from_network
-
-        return (ts_from_network(self.local[0]),)
+        return p.local_ts or (ts_from_network(self.local[0]),)
 
     def on_auth_response(self, data: bytes, msg: Message, now: float) -> list[Action]:
         p = self.policy
         assert p is not None
         inner = self._unprotect(data, msg)  # IntegrityError: dropped by the engine, nothing changed
-        self.pending = None
         nts = {n.type: n for n in inner if isinstance(n, N)}
         if Nt.AUTHENTICATION_FAILED in nts:
             return self._fail("peer refused our authentication", notify_peer=False)
         idr, auth = _one(inner, IDr), _one(inner, AUTH)
+        child = None if [t for t in nts if t < 16384] else self._initiator_child(inner)  # parsed, not installed
         if p.remote_id is not None and not p.remote_id.matches(Identity(idr.id_type, idr.data)):
             return self._fail(f"responder identity {idr.text()} is not {p.remote_id}", notify_peer=False)
         try:
@@ -117,6 +104,7 @@ class IkeSaAuth(IkeSaCore):
         except ikeauth.AuthError as e:
             failed = self._fail(f"responder authentication failed: {e}", notify_peer=True)
             return [*self._request(ExchangeType.INFORMATIONAL, [Delete(Protocol.IKE)], now), *failed]
+        self.pending = None
         self.remote_id = idr.text()
         self.state = State.ESTABLISHED
         self.up_at = now
@@ -124,13 +112,14 @@ class IkeSaAuth(IkeSaCore):
         self.attributes = cps[0].attributes if cps else ()
         # the event first: the owner configures its assigned addresses before the Child SA's routes
         out: list[Action] = [Notify(self._established(tuple(t for t in nts if t in STATUS_OF_INTEREST)))]
-        if not [t for t in nts if t < 16384]:
-            out += self._initiator_child(inner)
-            for c in self.children.values():
-                c.extra.setdefault("at", now)
+        if child is not None:
+            child.extra["at"] = now
+            self.children[child.spi_in] = child
+            out.append(Program(ChildSaInstall(self.spi_i, child)))
         return out
 
-    def _initiator_child(self, inner: list[Payload]) -> list[Action]:
+    def _initiator_child(self, inner: list[Payload]) -> EspSaPair:
+        """The Child SA of an IKE_AUTH response, checked and keyed but not yet installed."""
         p = self.policy
         assert p is not None
         sa = _one(inner, SA)
@@ -153,8 +142,7 @@ class IkeSaAuth(IkeSaCore):
             km,
         )
         pair.extra.update(tsi=tsi.selectors, tsr=tsr.selectors)
-        self.children[pair.spi_in] = pair
-        return [Program(ChildSaInstall(self.spi_i, pair))]
+        return pair
 
     def _sk_d(self) -> bytes:
         assert self.keys is not None
@@ -181,6 +169,7 @@ class IkeSaAuth(IkeSaCore):
     def on_auth_request(self, data: bytes, msg: Message, now: float) -> list[Action]:
         inner = self._unprotect(data, msg)
         idi, auth = _one(inner, IDi), _one(inner, AUTH)
+        _one(inner, SA), _one(inner, TSi), _one(inner, TSr)  # DecodeError now, not after leases were taken
         who = Identity(idi.id_type, idi.data)
         policy = self.lookup(str(who)) if self.lookup else None
         try:
@@ -212,7 +201,9 @@ class IkeSaAuth(IkeSaCore):
         out.append(Notify(self._established(())))
         return out
 
-    def _assign(self, policy: Policy, inner: list[Payload], now: float) -> tuple[list, list[N], list[Action]]:  # type: ignore[type-arg]
+    def _assign(
+        self, policy: Policy, inner: list[Payload], now: float
+    ) -> tuple[list[CfgAttribute], list[N], list[Action]]:
         cps = [c for c in inner if isinstance(c, CP) and c.cfg_type == CfgType.REQUEST]
         if not cps or self.assigner is None:
             return [], [], []
@@ -220,7 +211,9 @@ class IkeSaAuth(IkeSaCore):
         self.attributes = tuple(attrs)
         return attrs, notifies, acts
 
-    def _responder_child(self, policy: Policy, inner: list[Payload], attrs: list) -> tuple[list[Payload], list[Action]]:  # type: ignore[type-arg]
+    def _responder_child(
+        self, policy: Policy, inner: list[Payload], attrs: list[CfgAttribute]
+    ) -> tuple[list[Payload], list[Action]]:
         sa, tsi, tsr = _one(inner, SA), _one(inner, TSi), _one(inner, TSr)
         pick = props.choose(sa.proposals, list(policy.esp_suites), Protocol.ESP, None)
         if pick is None or any(len(p.spi) != 4 for p in sa.proposals):
@@ -291,7 +284,11 @@ class IkeSaAuth(IkeSaCore):
         self.pending = None
         if self.state == State.DELETING:
             return self._gone("deleted")
-        out = self.on_answer(p, inner, now) if p is not None else []
+        try:
+            out = self.on_answer(p, inner, now) if p is not None else []
+        except (DecodeError, ValueError):
+            self.pending = p  # still waiting: retransmissions go on until the retry limit
+            raise
         if self.queue and self.pending is None and self.state == State.ESTABLISHED:
             out += self.queue.pop(0)(now)
         return out
@@ -313,12 +310,8 @@ class IkeSaAuth(IkeSaCore):
         return self._request(ExchangeType.INFORMATIONAL, [], now)
 
 
-def _addresses(attrs: list) -> tuple:  # type: ignore[type-arg]
+def _addresses(attrs: list[CfgAttribute] | tuple[CfgAttribute, ...]) -> tuple[TrafficSelector, ...]:
     """Selectors for the addresses a CFG_REPLY assigns (the responder narrows TSi to them)."""
-    from ipaddress import IPv4Address, IPv6Address
-
-    from mobility.wire.ikev2 import TrafficSelector
-
     out = []
     for a in attrs:
         if a.type == CfgAttr.INTERNAL_IP4_ADDRESS and len(a.value) == 4:
@@ -327,12 +320,10 @@ def _addresses(attrs: list) -> tuple:  # type: ignore[type-arg]
         elif a.type == CfgAttr.INTERNAL_IP6_ADDRESS and len(a.value) == 17:
             v6 = IPv6Address(a.value[:16])
             out.append(TrafficSelector(v6, v6))
-        elif a.type == CfgAttr.MIP6_HOME_PREFIX and len(a.value) == 21:
-            from ipaddress import ip_network
-
+        elif a.type == CfgAttr.MIP6_HOME_PREFIX and len(a.value) == 21 and a.value[20] <= 128:
             net = ip_network((IPv6Address(a.value[4:20]), a.value[20]), strict=False)
             out.append(TrafficSelector(net.network_address, net.broadcast_address))
     return tuple(out)
 
 
-__all__ = ["CHILD_ERRORS", "IkeSaAuth"]
+__all__ = ["IkeSaAuth"]

@@ -175,6 +175,14 @@ class ChildSaRemove:
 
 
 @dataclass(frozen=True, slots=True)
+class IkeBug:
+    """An unexpected exception inside one IKE SA's handling: that SA was torn down."""
+
+    name: str
+    traceback: str
+
+
+@dataclass(frozen=True, slots=True)
 class IkeDropped:
     reason: str
     src: str

@@ -5,9 +5,10 @@ Order of work on every received message (STYLE.md §2.4): parse, check the messa
 verify the ICV, then authenticate (AUTH, certificates), and only then change state. A message that
 fails any step changes nothing and is reported as `IkeDropped`.
 
-Implemented: IKE_SA_INIT with cookies (§2.6) and INVALID_KE_PAYLOAD retry (§1.2), NAT detection
-(§2.23), IKE_AUTH with PSK or certificates, CP (§2.19, RFC 5026 §5.3), one Child SA, INFORMATIONAL
-delete and liveness (§1.4). CREATE_CHILD_SA is answered NO_ADDITIONAL_SAS (not yet implemented).
+This module holds IKE_SA_INIT in both roles (cookies §2.6, INVALID_KE_PAYLOAD retry §1.2, NAT
+detection §2.23) and the authentication steps; IKE_AUTH and INFORMATIONAL are in `exchanges`,
+CREATE_CHILD_SA in `child`. Certificate validation needs wall-clock time: the shell passes `clock`
+(the engine never reads the clock itself); without one, certificate authentication fails closed.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class IkeSaCore:
         self.initiator, self.rand, self.policy = initiator, rand, policy
         self.spi_i, self.spi_r = spi_i, (ZERO_SPI if initiator else rand(8))
         self.local, self.peer = local, peer
-        self.clock = clock or (lambda: datetime.now().astimezone())
+        self.clock = clock
         self.state = State.EXPECT_INIT_RESPONSE if initiator else State.EXPECT_AUTH_REQUEST
         self.ni = self.nr = b""
         self.dh_group, self.ke_pub = 0, b""
@@ -150,9 +151,6 @@ class IkeSaCore:
     @property
     def name(self) -> str:
         return self.policy.name if self.policy else "?"
-
-    def key(self) -> bytes:
-        return self.spi_i
 
     def _flags(self, response: bool) -> int:
         return (Flag.INITIATOR if self.initiator else 0) | (Flag.RESPONSE if response else 0)
@@ -284,8 +282,9 @@ class IkeSaCore:
         suite = props.suite_of(sa.proposals[0])
         if not any(set(suite.transforms) == set(s.transforms) for s in self.policy.ike_suites):
             raise DecodeError("ikev2", "sa", 0, "responder chose a suite we did not offer")
+        g_ir = DH_GROUPS[self.dh_group].shared(self.dh_priv, ke.data)  # DhError: nothing changed yet
         self.spi_r, self.nr, self.init_resp = msg.header.spi_r, nonce.data, data
-        self._derive(suite, ke.data)
+        self._derive(suite, g_ir)
         self._check_natd(nts)
         self.pending = None
         self.peer_mid, self.next_mid = 0, 1
@@ -297,8 +296,7 @@ class IkeSaCore:
     def _send_auth(self, now: float) -> list[Action]:
         raise NotImplementedError
 
-    def _derive(self, suite: props.Suite, peer_ke: bytes) -> None:
-        g_ir = DH_GROUPS[self.dh_group].shared(self.dh_priv, peer_ke)
+    def _derive(self, suite: props.Suite, g_ir: bytes) -> None:
         prf_t, encr, integ = (
             suite.get(TransformType.PRF),
             suite.get(TransformType.ENCR),
@@ -339,7 +337,7 @@ class IkeSaCore:
             self.peer_hashes = frozenset(int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw) - 1, 2))
         self._dh_new(suite.dh or 0)
         self.nr = self.rand(32)
-        self._derive(suite, ke.data)
+        self._derive(suite, DH_GROUPS[self.dh_group].shared(self.dh_priv, ke.data))
         self._check_natd(nts)
         if self.nat_remote or self.local[1] == 4500:
             self.use_4500 = True
@@ -358,17 +356,17 @@ class IkeSaCore:
 
     # ---- authentication --------------------------------------------------------------------
 
-    def _auth(self, policy: Policy, id_body: bytes, *, ours: bool) -> tuple[bytes, bytes]:
-        """(RealMessage | Nonce | prf(SK_p, ID')) for our AUTH (ours) or the peer's (RFC 7296 §2.15)."""
+    def _auth(self, id_body: bytes, *, ours: bool) -> bytes:
+        """RealMessage | Nonce | prf(SK_p, ID') for our AUTH (ours) or the peer's (RFC 7296 §2.15)."""
         assert self.keys is not None
         mine_is_i = self.initiator == ours
         real = self.init_req if mine_is_i else self.init_resp
         nonce = self.nr if mine_is_i else self.ni
         sk_p = self.keys.sk_pi if mine_is_i else self.keys.sk_pr
-        return ikeauth.signed_octets(real, nonce, self.prf, sk_p, id_body), b""
+        return ikeauth.signed_octets(real, nonce, self.prf, sk_p, id_body)
 
     def _our_auth(self, policy: Policy, id_payload: IDi) -> list[Payload]:
-        octets, _ = self._auth(policy, id_payload.body(), ours=True)
+        octets = self._auth(id_payload.body(), ours=True)
         cred = policy.credentials
         if policy.auth == "psk":
             assert cred.psk is not None
@@ -378,7 +376,7 @@ class IkeSaCore:
 
     def _verify_peer(self, policy: Policy, idp: IDi, auth: AUTH, certs: list[CERT]) -> None:
         """Raise ikeauth.AuthError unless the peer proved `idp` (RFC 7296 §2.15, RFC 5026 §9.5)."""
-        octets, _ = self._auth(policy, idp.body(), ours=False)
+        octets = self._auth(idp.body(), ours=False)
         cred = policy.credentials
         if policy.auth == "psk":
             if auth.method != ikeauth.AuthMethod.SHARED_KEY or cred.psk is None:
@@ -388,7 +386,9 @@ class IkeSaCore:
         x509s = [c for c in certs if c.encoding == 4]
         if not x509s:
             raise ikeauth.AuthError("no certificate")
-        chain = [ikeauth.load_certificates(c.data)[0] for c in x509s[:4]]
+        if self.clock is None:
+            raise ikeauth.AuthError("no wall clock to check certificate validity against")
+        chain = [ikeauth.load_der_certificate(c.data) for c in x509s[:4]]  # CERT encoding 4 is DER (§3.6)
         ikeauth.validate_chain(chain[0], chain[1:], cred.anchors, now=self.clock())
         if not ikeauth.id_matches_certificate(chain[0], idp.id_type, idp.data):
             raise ikeauth.AuthError(f"identity {idp.text()} is not in the certificate")

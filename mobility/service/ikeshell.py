@@ -9,18 +9,24 @@ import base64
 import logging
 import socket
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mobility.engine import Action, IkeSend, Notify, Persist, Program
 from mobility.ike.engine import IkeEngine
-from mobility.ike.policy import ChildSaInstall, ChildSaRemove, IkeDropped
+from mobility.ike.policy import ChildSaInstall, ChildSaRemove, IkeBug, IkeDropped
 from mobility.service.control import AsyncControlClient
 from mobility.service.logging import RateLimitedLog
 
 log = logging.getLogger("mobility.ike")
 SO_MARK = 36
 drop_log = RateLimitedLog(logging.getLogger("mobility.ike.drops"))
+
+
+def wall_clock() -> datetime:
+    """Certificate validity needs real time: the shell hands this to the engine (it never reads a clock)."""
+    return datetime.now(UTC)
 
 
 def source_for(peer: str, port: int = 500) -> str:
@@ -158,7 +164,9 @@ class IkeShell:
                 if self.on_persist:
                     self.on_persist(a.record)
             elif isinstance(a, Notify):
-                if isinstance(a.event, IkeDropped):
+                if isinstance(a.event, IkeBug):
+                    log.critical("IKE SA %s torn down by an internal error:\n%s", a.event.name, a.event.traceback)
+                elif isinstance(a.event, IkeDropped):
                     drop_log.debug(
                         a.event.reason, "IKE from %s dropped: %s %s", a.event.src, a.event.reason, a.event.detail
                     )
@@ -179,6 +187,10 @@ class IkeShell:
             sock.sendto(a.data, (a.dst, a.dport))
         except OSError as e:
             log.debug("send to %s: %s", a.dst, e)
+
+    def natt_command(self, cmd: str, **args: Any) -> None:
+        """Queue a natt control command behind everything already sent (the connection keeps the order)."""
+        self._spawn(self._natt_call(cmd, **args))
 
     def _program(self, op: Any) -> None:
         if isinstance(op, ChildSaInstall):

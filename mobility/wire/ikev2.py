@@ -190,6 +190,14 @@ class Header:
         return _HDR.pack(self.spi_i, self.spi_r, self.next_payload, 0x20, self.exchange, self.flags, self.message_id, n)
 
     @classmethod
+    def decode_fields(cls, data: bytes) -> Header | None:
+        """The header fields of a message whose body could not be parsed (for an error reply), or None."""
+        if len(data) < HEADER_LEN:
+            return None
+        spi_i, spi_r, nxt, _ver, exch, flags, mid, length = _HDR.unpack_from(data)
+        return cls(spi_i, spi_r, nxt, exch, flags, mid, length) if spi_i != bytes(8) else None
+
+    @classmethod
     def decode(cls, data: bytes) -> Header:
         if len(data) < HEADER_LEN:
             raise DecodeError(PROTO, "header", 0, f"{len(data)} octets, needs {HEADER_LEN}")
@@ -491,6 +499,8 @@ class TrafficSelector:  # RFC 7296 §3.13.1
         if length != 8 + 2 * size:
             raise r.fail("ts.length", f"{length} for type {ts_type}", start)
         a, b = ip_address(r.take(size, "ts.start")), ip_address(r.take(size, "ts.end"))
+        if a > b:  # type: ignore[operator]
+            raise r.fail("ts.end", f"ending address {b} below starting address {a}", start)
         return cls(a, b, proto, sp, ep)
 
 
@@ -586,6 +596,7 @@ class SK(Payload):
 class UnknownPayload(Payload):
     type: int
     data: bytes
+    critical: bool = False  # only ever True when we build one (tests); received ones with C set are rejected
 
     def body(self) -> bytes:
         return self.data
@@ -607,7 +618,8 @@ def encode_chain(payloads: list[Payload] | tuple[Payload, ...], tail_type: int =
     for i, p in enumerate(payloads):
         nxt = payload_type(payloads[i + 1]) if i + 1 < len(payloads) else tail_type
         body = p.body()
-        out += _GEN.pack(nxt, 0, 4 + len(body)) + body
+        crit = 0x80 if isinstance(p, UnknownPayload) and p.critical else 0
+        out += _GEN.pack(nxt, crit, 4 + len(body)) + body
     return (payload_type(payloads[0]) if payloads else tail_type), bytes(out)
 
 

@@ -56,9 +56,24 @@ proposals = st.builds(
 )
 v4 = st.builds(IPv4Address, st.integers(0, 2**32 - 1))
 v6 = st.builds(IPv6Address, st.integers(0, 2**128 - 1))
+
+
+def _ordered(addrs: st.SearchStrategy) -> st.SearchStrategy:  # type: ignore[type-arg]
+    """A valid range: the ending address is not below the starting one (RFC 7296 §3.13.1)."""
+    return st.tuples(addrs, addrs).map(sorted)
+
+
 selectors = st.one_of(
-    st.builds(TrafficSelector, v4, v4, st.integers(0, 255), st.integers(0, 65535), st.integers(0, 65535)),
-    st.builds(TrafficSelector, v6, v6, st.integers(0, 255), st.integers(0, 65535), st.integers(0, 65535)),
+    *(
+        st.builds(
+            lambda ab, p, s, e: TrafficSelector(ab[0], ab[1], p, s, e),
+            _ordered(fam),
+            st.integers(0, 255),
+            st.integers(0, 65535),
+            st.integers(0, 65535),
+        )
+        for fam in (v4, v6)
+    )
 )
 payloads = st.one_of(
     st.builds(SA, st.lists(proposals, min_size=1, max_size=3).map(tuple)),

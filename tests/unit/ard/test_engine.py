@@ -142,3 +142,32 @@ def test_expiry(router: RouterIdentity, mn: dict[str, Any]) -> None:
     assert e.next_deadline() == NOW + hk.HK_LIFETIME
     e.expire(NOW + hk.HK_LIFETIME)
     assert e.keys == {}
+
+
+@pytest.mark.parametrize("missing", [nd.Nonce, nd.Timestamp], ids=["no-nonce", "no-timestamp"])
+def test_signed_request_without_nonce_or_timestamp_gets_no_key(
+    router: RouterIdentity, mn: dict[str, Any], missing: type
+) -> None:
+    """RFC 3971 §5.3.4: a signed solicitation lacking its Nonce or Timestamp MUST be discarded (as a
+    key request: RFC 5269 §3.2 still answers, without a key, and changes nothing)."""
+    e = engine(router)
+    msg = rtsolpr(mn)
+    wire = signed(mn, replace(msg, options=tuple(o for o in msg.options if type(o) is not missing)))
+    acts, adv = ask(e, mn, wire)
+    assert e.keys == {} and not any(isinstance(a, Persist) for a in acts)
+    assert adv is None or adv.first(nd.HandoverKeyReply) is None
+    assert e.counters["drop_no_nonce" if missing is nd.Nonce else "drop_timestamp"] == 1
+
+
+def test_forged_flood_from_many_sources_buys_few_signatures(router: RouterIdentity, mn: dict[str, Any]) -> None:
+    """Per-source limits do not stop a flood from rotating sources: signed refusals share one budget."""
+    e = engine(router)
+    wire = bytearray(request(mn))
+    wire[-5] ^= 1
+    answered = sum(
+        ask(e, mn, bytes(wire), src=IPv6Address(f"2001:db8:10::{i:x}"))[1] is not None for i in range(1, 200)
+    )
+    assert answered == e.refusals_per_s and e.keys == {}
+    # a valid request still gets its key
+    _, adv = ask(e, mn, request(mn, nonce=b"valid1"))
+    assert adv is not None and isinstance(adv.first(nd.HandoverKeyReply), nd.HandoverKeyReply)

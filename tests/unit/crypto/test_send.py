@@ -154,3 +154,16 @@ def test_handover_key_encryption_and_authenticator(mn: dict[str, object]) -> Non
     assert len(tag) == 12 and hk.check(0, key, coa, par, b"mh-data", tag)
     assert not hk.check(0, key, coa, par, b"mh-datb", tag) and not hk.check(1, key, coa, par, b"mh-data", tag)
     assert hk.choose_at(1) == 1 and hk.choose_at(0) == 0 and hk.choose_at(7) == 1
+
+
+def test_valid_cga_of_an_ec_key_is_not_a_send_signer(mn: dict[str, object]) -> None:
+    """A CGA is just a hash: one made from an EC key verifies as a CGA, but RFC 3971 signatures are RSA.
+    Such a message is refused as SEND-invalid, never an unexpected exception."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ec_der = sendsig.public_der(ec.generate_private_key(ec.SECP256R1()).public_key())  # type: ignore[arg-type]
+    addr, params = cga.generate(PREFIX, ec_der, 0, os.urandom)
+    msg = nd.rtsolpr(1, (nd.CgaOption(params.encode()), nd.Nonce(b"n" * 6)))
+    wire = sendsig.sign(msg, addr, AR, mn["key"]).encode(addr, AR)  # type: ignore[arg-type]
+    with pytest.raises(sendsig.SendError, match="CGA"):
+        sendsig.verify_cga_signed(nd.NdMessage.decode(wire), addr, AR)

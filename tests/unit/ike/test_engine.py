@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from mobility.crypto.ikesk import SkSuite, open_message, seal
 from mobility.engine import Notify, Program
 from mobility.ike.engine import IkeEngine
 from mobility.ike.policy import (
@@ -23,7 +25,8 @@ from mobility.ike.policy import (
 )
 from mobility.ike.proposals import parse_suite
 from mobility.ike.sa import IkeSend
-from mobility.wire.ikev2 import CP, CfgAttr, CfgAttribute, Protocol
+from mobility.wire.ikev2 import CP, SK, CfgAttr, CfgAttribute, Message, N, Protocol, TSi, TSr, UnknownPayload
+from mobility.wire.ikev2 import Notify as Nt
 
 GW, MN = ("192.0.2.2", 500), ("198.51.100.7", 500)
 PSK = b"lab-psk-not-secret-0123456789abcdef"
@@ -63,10 +66,15 @@ def assign(policy: Policy, who: str, cp: CP | None, now: float) -> tuple[list[Cf
     return [CfgAttribute(CfgAttr.INTERNAL_IP4_ADDRESS, bytes([10, 200, 0, 1]))], [], []
 
 
+def clock() -> datetime:
+    return datetime.now(UTC)  # the lab PKI is issued around the real time
+
+
 def pair(mn: Policy, gw: Policy, **kw: Any) -> tuple[IkeEngine, IkeEngine]:
-    init = IkeEngine(rand=os.urandom)
+    init = IkeEngine(rand=os.urandom, clock=clock)
     resp = IkeEngine(
         rand=os.urandom,
+        clock=clock,
         suites=gw.ike_suites,
         lookup=lambda who: gw if who == "mn.example.test" else None,
         assigner=assign,
@@ -370,3 +378,81 @@ def test_cookie_secret_rotates_and_old_cookies_expire() -> None:
     resp2.datagram(acts[0].data, MN[0], 502, 500, now=260.0)
     again = resp2.datagram(retry, MN[0], 500, 500, now=260.0)
     assert resp2.sas == {} and resp2.counters["cookie_demanded"] == 4 and len(again) == 1
+
+
+# ---- refusals of authenticated but unacceptable messages (keys from the engine's own export) ---------
+
+GCM128 = SkSuite(20, 128)  # the first suite of `policies()`: aes128gcm16-prfsha256-x25519
+
+
+def _reseal(eng: IkeEngine, data: bytes, edit: Any, *, from_initiator: bool) -> bytes:
+    """Decrypt one of our messages with the engine's exported keys, edit its payloads, seal it again."""
+    msg = Message.decode(data)
+    (k,) = [s for s in eng.status(secrets=True) if s["spi_i"] == msg.header.spi_i.hex()]
+    e_key = bytes.fromhex(str(k["sk_ei" if from_initiator else "sk_er"]))
+    sk = msg.payloads[-1]
+    assert isinstance(sk, SK)
+    inner = edit(open_message(GCM128, e_key, b"", data, sk))
+    return seal(GCM128, e_key, b"", msg.header, inner, os.urandom(8))
+
+
+def test_critical_unknown_payload_in_ike_sa_init_gets_the_notify_and_no_state() -> None:
+    mn, gw = policies()
+    init, resp = pair(mn, gw)
+    _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    msg = Message.decode(acts[0].data)
+    bad = Message(msg.header, [*msg.payloads, UnknownPayload(200, b"future", critical=True)]).encode()
+    (reply,) = resp.datagram(bad, MN[0], 500, 500, now=0.0)
+    answer = Message.decode(reply.data)
+    assert [n.type for n in answer.payloads if isinstance(n, N)] == [Nt.UNSUPPORTED_CRITICAL_PAYLOAD]
+    assert resp.sas == {}
+
+
+def test_critical_unknown_payload_inside_sk_is_refused_and_the_sa_stays() -> None:
+    init, resp, key, _ = established()
+    probe = init.liveness(key, now=1.0)[0]
+    bad = _reseal(init, probe.data, lambda pl: [*pl, UnknownPayload(200, b"x", critical=True)], from_initiator=True)
+    (reply,) = [a for a in resp.datagram(bad, MN[0], 500, 500, now=1.0) if isinstance(a, IkeSend)]
+    (k,) = resp.status(secrets=True)
+    sk = Message.decode(reply.data).payloads[-1]
+    assert isinstance(sk, SK)
+    inner = open_message(GCM128, bytes.fromhex(str(k["sk_er"])), b"", reply.data, sk)
+    assert [n.type for n in inner if isinstance(n, N)] == [Nt.UNSUPPORTED_CRITICAL_PAYLOAD]
+    assert k["state"] == "established"
+
+
+def test_auth_request_missing_traffic_selectors_takes_no_lease() -> None:
+    mn, gw = policies()
+    calls: list[str] = []
+
+    def counting(policy: Policy, who: str, cp: CP | None, now: float) -> Any:
+        calls.append(who)
+        return assign(policy, who, cp, now)
+
+    init = IkeEngine(rand=os.urandom, clock=clock)
+    resp = IkeEngine(
+        rand=os.urandom, clock=clock, suites=gw.ike_suites, lookup=lambda who: gw, assigner=counting, local_addr=GW[0]
+    )
+    _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    (r1,) = resp.datagram(acts[0].data, MN[0], 500, 500, now=0.0)
+    (auth,) = [a for a in init.datagram(r1.data, GW[0], 500, 500, now=0.0) if isinstance(a, IkeSend)]
+    bad = _reseal(init, auth.data, lambda pl: [p for p in pl if not isinstance(p, TSi)], from_initiator=True)
+    out = resp.datagram(bad, MN[0], auth.sport, auth.dport, now=0.0)
+    assert events(out, IkeDropped)[0].reason == "malformed" and calls == [] and events(out, IkeSaEstablished) == []
+    out = run(init, resp, resp.datagram(auth.data, MN[0], auth.sport, auth.dport, now=0.0))
+    assert calls == ["mn.example.test"] and len(events(out, IkeSaEstablished)) == 2
+
+
+def test_malformed_auth_response_leaves_the_initiator_waiting() -> None:
+    mn, gw = policies()
+    init, resp = pair(mn, gw)
+    _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    (r1,) = resp.datagram(acts[0].data, MN[0], 500, 500, now=0.0)
+    (auth,) = [a for a in init.datagram(r1.data, GW[0], 500, 500, now=0.0) if isinstance(a, IkeSend)]
+    (r2,) = [a for a in resp.datagram(auth.data, MN[0], auth.sport, auth.dport, now=0.0) if isinstance(a, IkeSend)]
+    bad = _reseal(resp, r2.data, lambda pl: [p for p in pl if not isinstance(p, TSr)], from_initiator=False)
+    out = init.datagram(bad, GW[0], r2.sport, r2.dport, now=0.0)
+    assert events(out, IkeDropped)[0].reason == "malformed" and events(out, IkeSaEstablished) == []
+    assert init.status()[0]["state"] == "expect-auth-response" and init.next_deadline() is not None
+    out = init.datagram(r2.data, GW[0], r2.sport, r2.dport, now=0.0)
+    assert len(events(out, IkeSaEstablished)) == 1 and len(events(out, ChildSaInstall)) == 1

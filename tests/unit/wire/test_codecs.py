@@ -88,3 +88,14 @@ def test_parse_ip_rejects_inconsistent_lengths() -> None:
     assert ip.parse_ip(v6).header_len == 40
     with pytest.raises(DecodeError):
         ip.parse_ip(v6[:-1])
+
+
+def test_ike_traffic_selector_with_end_below_start_is_malformed() -> None:
+    from ipaddress import IPv4Address
+
+    from mobility.wire.ikev2 import TrafficSelector, TSi
+
+    body = TSi((TrafficSelector(IPv4Address("10.0.0.9"), IPv4Address("10.0.0.1")),)).body()
+    with pytest.raises(DecodeError) as e:
+        TSi.parse(Reader(body, "ikev2"))
+    assert e.value.field == "ts.end"
