@@ -31,5 +31,19 @@ class ArdConfig:
     rtsolpr_rate: float = field(
         default=3.0, metadata={"doc": "RtSolPr accepted per second per source", "range": (0.1, 1000)}
     )
+    prefix: IPv6Network | None = field(
+        default=None, metadata={"doc": "prefix advertised in signed RAs (default: the interface's global /64)"}
+    )
+    ra_interval_s: float = field(
+        default=10.0,
+        metadata={"doc": "unsolicited SEND-signed RA period (RFC 4861 MaxRtrAdvInterval)", "range": (3, 1800)},
+    )
     neighbors: tuple[NeighborSection, ...] = field(default=(), metadata={"doc": "nearby access points and routers"})
+    fmip_peers: tuple[IPv6Address, ...] = field(
+        default=(), metadata={"doc": "previous access routers allowed to send us HI (RFC 5568 6.2.1)"}
+    )
+    forward_s: int = field(
+        default=10, metadata={"doc": "longest FMIPv6 forwarding granted after an FBU (seconds)", "range": (1, 3600)}
+    )
+    tunnel_name: str = field(default="fmip0", metadata={"doc": "TUN device carrying traffic for previous CoAs"})
     service: ServiceSection = field(default_factory=ServiceSection)

@@ -1,11 +1,17 @@
-"""ard daemon: the access router. This issue brings RFC 5269 handover-key provisioning: a raw ICMPv6
-socket for RtSolPr (hop limit and destination from ancillary data), a link-local CGA of the router's
-key on each interface (kept in the state directory), handover keys in SQLite (committed before the
-PrRtAdv leaves, so they survive kill -9)."""
+"""ard daemon: the access router. SEND (RFC 3971) and RFC 5269 handover keys on a raw ICMPv6 socket
+(RS/RA, CPS/CPA, RtSolPr/PrRtAdv; hop limit and destination from ancillary data), a link-local CGA of
+the router's certified key (kept in the state directory), handover keys, FBU sequence numbers and
+forwarding state in SQLite (committed before the answer leaves, so they survive kill -9).
+
+FMIPv6 (RFC 5568): FBUs carry a Home Address option, which this kernel (no MIP6) drops, so they are
+read from an AF_PACKET socket; HI/HAck (no Home Address option) use a raw Mobility Header socket.
+Forwarding for a previous CoA is a /128 route into a TUN device; each packet read there is sent to the
+new CoA inside IPv6 (a raw protocol-41 socket, RFC 2473 encapsulation by the kernel's output path)."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import socket
@@ -14,11 +20,14 @@ import time
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ard.config import ArdConfig
 from ard.engine import ArdEngine, HkExpired, HkIssued, Neighbor, RouterIdentity, SolicitationRefused
+from ard.fmip import FbuSeq, FmipDropped, FmipEngine, Forwarding, ForwardingEnded, Send
 from mobility.crypto import cga, ikeauth, sendsig
+from mobility.dataplane.userspace import TunDevice
 from mobility.engine import Action, Notify, Persist
 from mobility.service.config import read_secret_file
 from mobility.service.control import ControlConnection
@@ -26,12 +35,15 @@ from mobility.service.logging import RateLimitedLog
 from mobility.service.runner import DaemonContext
 from mobility.service.shell import ServiceShell
 from mobility.service.state import StateStore
+from mobility.wire import mh
+from mobility.wire.buffer import DecodeError
 
 log = logging.getLogger("ard")
 drop_log = RateLimitedLog(logging.getLogger("ard.drops"))
 ICMP6_FILTER = 1
 IPV6_RECVHOPLIMIT, IPV6_HOPLIMIT = 51, 52
 IPV6_RECVPKTINFO, IPV6_PKTINFO = 49, 50
+ETH_P_IPV6, PACKET_OUTGOING = 0x86DD, 4
 
 
 def icmp6_filter(allowed: tuple[int, ...]) -> bytes:
@@ -50,8 +62,15 @@ class ArdDaemon(ServiceShell):
         self.engine: ArdEngine | None = None
         self.store: StateStore | None = None
         self.sock: socket.socket | None = None
+        self.fmip: FmipEngine | None = None
+        self.mh_sock: socket.socket | None = None
+        self.pkt_sock: socket.socket | None = None
+        self.tun: TunDevice | None = None
+        self.tun_out: socket.socket | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self.handlers.update({"keys": self._cmd_keys, "stats": self._cmd_stats})
+        self._ra_timer: asyncio.TimerHandle | None = None
+        self._routes: list[asyncio.Future[Any]] = []
+        self.handlers.update({"keys": self._cmd_keys, "stats": self._cmd_stats, "forwarding": self._cmd_forwarding})
 
     async def start(self) -> None:
         await super().start()
@@ -76,17 +95,41 @@ class ArdDaemon(ServiceShell):
             for n in c.neighbors
             if n.nar_address is not None and n.nar_prefix is not None
         )
+        certs: tuple[bytes, ...] = ()
+        if c.cert_file is not None:
+            chain = ikeauth.load_certificates(c.cert_file.read_bytes())  # the router's own first
+            if sendsig.public_der(chain[0].public_key()) != sendsig.public_der(key.public_key()):  # type: ignore[arg-type]
+                raise ValueError(f"{c.cert_file}: the first certificate is not for key_file's key")
+            certs = tuple(x.public_bytes(serialization.Encoding.DER) for x in reversed(chain))
+        prefix, glob = await asyncio.get_running_loop().run_in_executor(None, _link_prefix, ifname, c.prefix)
         self.engine = ArdEngine(
-            router=RouterIdentity(key, address, params.encode(), _lla(ifname)),
+            router=RouterIdentity(
+                key, address, params.encode(), _lla(ifname), certs=certs, prefix=prefix, global_address=glob
+            ),
             rand=os.urandom,
             neighbors=neighbors,
             hk_lifetime_s=c.hk_lifetime_s,
             rate_per_s=c.rtsolpr_rate,
         )
         self.engine.restore(list(self.store.all("hk").values()))
+        self.fmip = FmipEngine(
+            self.engine,
+            nar_peers={n.nar_address: n.nar_prefix for n in neighbors},
+            par_peers=frozenset(c.fmip_peers),
+            own_prefixes=(prefix,) if prefix is not None else (),
+            forward_s=c.forward_s,
+        )
+        self.fmip.restore(list(self.store.all("fbu_seq").values()), list(self.store.all("fwd").values()))
         self._open(ifname)
+        await self._open_fmip()
+        for f in self.fmip.forwarding.values():
+            self._route("replace", f.pcoa)
         self._rearm()
-        log.info("ard on %s as %s; %d handover key(s) restored", ifname, address, len(self.engine.keys))
+        self._send_ra()
+        log.info(
+            "ard on %s as %s (prefix %s, %d certificate(s)); %d handover key(s), %d forwarding(s) restored",
+            ifname, address, prefix, len(certs), len(self.engine.keys), len(self.fmip.forwarding),
+        )  # fmt: skip
 
     def _router_cga(self, key: Any) -> tuple[IPv6Address, cga.CgaParams]:
         """The router's link-local CGA, generated once and kept (RFC 3972 §4)."""
@@ -103,7 +146,7 @@ class ArdDaemon(ServiceShell):
 
     def _open(self, ifname: str) -> None:
         s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-        s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter((154, 148)))
+        s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter((133, 148, 154)))
         s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
         s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
@@ -133,19 +176,152 @@ class ArdDaemon(ServiceShell):
                 elif level == socket.IPPROTO_IPV6 and ctype == IPV6_PKTINFO:
                     dst = IPv6Address(cdata[:16])
             src = IPv6Address(addr[0].split("%")[0])
+            now = time.time()
+            if data[:1] == b"\x85":  # Router Solicitation
+                ra = self.engine.router_solicitation(data, src, hop, now)
+                if ra is not None:
+                    self._send_icmp(*ra)
+                continue
+            if data[:1] == b"\x94":  # CPS
+                for d, cpa in self.engine.certification_path(data, src, hop, now):
+                    self._send_icmp(d, cpa)
+                continue
             if data[:1] != b"\x9a":
-                continue  # CPS arrives with the certification-path work
-            actions, reply = self.engine.rtsolpr(data, src, dst, hop, now=time.time())
+                continue
+            actions, reply = self.engine.rtsolpr(data, src, dst, hop, now=now)
             self._apply(actions)
             if reply is not None:
-                # PrRtAdv leaves from the router's link-local CGA, the address it signed (RFC 5568 §6.1.2)
-                info = self.engine.router.address.packed + struct.pack("@I", self.ifindex)
-                try:
-                    self.sock.sendmsg(
-                        [reply], [(socket.IPPROTO_IPV6, IPV6_PKTINFO, info)], 0, (str(src), 0, 0, self.ifindex)
-                    )
-                except OSError as e:
-                    log.debug("PrRtAdv to %s: %s", src, e)
+                self._send_icmp(src, reply)
+
+    def _send_icmp(self, dst: IPv6Address, data: bytes) -> None:
+        """From the router's link-local CGA, the address it signed (RFC 5568 §6.1.2, RFC 3971 §5.2)."""
+        assert self.sock is not None and self.engine is not None
+        info = self.engine.router.address.packed + struct.pack("@I", self.ifindex)
+        try:
+            self.sock.sendmsg([data], [(socket.IPPROTO_IPV6, IPV6_PKTINFO, info)], 0, (str(dst), 0, 0, self.ifindex))
+        except OSError as e:
+            log.debug("ICMPv6 to %s: %s", dst, e)
+
+    def _send_ra(self) -> None:
+        """Unsolicited signed RA to All-Nodes, every ra_interval_s with ±10 % jitter (RFC 4861 §6.2.4)."""
+        if self.engine is None:
+            return
+        dst = IPv6Address("ff02::1")
+        self._send_icmp(dst, self.engine.router_advertisement(dst, b"", time.time()))
+        delay = self.cfg.ra_interval_s * (0.9 + 0.2 * os.urandom(1)[0] / 255)
+        self._ra_timer = asyncio.get_running_loop().call_later(delay, self._send_ra)
+
+    # ---- FMIPv6 sockets ---------------------------------------------------------------------------
+
+    async def _open_fmip(self) -> None:
+        loop = asyncio.get_running_loop()
+        m = socket.socket(socket.AF_INET6, socket.SOCK_RAW, mh.IPPROTO_MH)
+        m.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        m.setblocking(False)
+        loop.add_reader(m.fileno(), self._on_mh)
+        self.mh_sock = m
+        p = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IPV6))
+        p.setblocking(False)
+        loop.add_reader(p.fileno(), self._on_packet)
+        self.pkt_sock = p
+        self.tun = TunDevice(self.cfg.tunnel_name)
+        await loop.run_in_executor(None, _link_up, self.cfg.tunnel_name)
+        loop.add_reader(self.tun.fd, self._on_tun)
+        self.tun_out = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 41)  # IPv6-in-IPv6 (RFC 2473)
+        self.tun_out.setblocking(False)
+        if self.engine is not None and self.engine.router.global_address is not None:
+            # the tunnel's outer source is the address the MN sent its FBU to, so it knows the PAR
+            self.tun_out.bind((str(self.engine.router.global_address), 0))
+
+    def _on_mh(self) -> None:
+        """HI (as NAR) and HAck (as PAR) on the raw Mobility Header socket."""
+        assert self.mh_sock is not None and self.fmip is not None
+        for _ in range(64):
+            try:
+                data, anc, _flags, addr = self.mh_sock.recvmsg(65535, socket.CMSG_SPACE(20))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.debug("mh recv: %s", e)
+                return
+            dst = next(
+                (IPv6Address(d[:16]) for lv, t, d in anc if lv == socket.IPPROTO_IPV6 and t == IPV6_PKTINFO), None
+            )
+            src = IPv6Address(addr[0].split("%")[0])
+            if dst is None:
+                continue
+            try:
+                m = mh.MhMessage.decode(data, src, dst)
+            except DecodeError as e:
+                self.engine._count("drop_mh_malformed")  # type: ignore[union-attr]
+                drop_log.debug("mh", "Mobility Header from %s dropped: %s", src, e)
+                continue
+            if m.mh_type == mh.MhType.HI:
+                acts, sends = self.fmip.hi(src, dst, m)
+            elif m.mh_type == mh.MhType.HACK:
+                acts, sends = self.fmip.hack(src, m, time.time())
+            else:
+                continue  # FBUs come with a Home Address option, through _on_packet
+            self._apply(acts)
+            self._send_mh(sends)
+
+    def _on_packet(self) -> None:
+        """FBUs: IPv6 + Destination Options (Home Address) + Mobility Header, addressed to us."""
+        assert self.pkt_sock is not None and self.fmip is not None
+        for _ in range(256):
+            try:
+                data, addr = self.pkt_sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.debug("packet recv: %s", e)
+                return
+            if addr[2] == PACKET_OUTGOING or len(data) < 48 or data[6] != mh.IPPROTO_DSTOPTS:
+                continue
+            if not _is_local(data[24:40]):
+                continue
+            try:
+                pkt = mh.parse_ipv6_mh(data)
+            except DecodeError as e:
+                self.engine._count("drop_fbu_malformed")  # type: ignore[union-attr]
+                drop_log.debug("fbu", "FBU dropped: %s", e)
+                continue
+            acts, sends = self.fmip.fbu(pkt, time.time())
+            self._apply(acts)
+            self._send_mh(sends)
+
+    def _send_mh(self, sends: list[Send]) -> None:
+        assert self.mh_sock is not None
+        for s in sends:
+            info = s.src.packed + struct.pack("@I", 0)
+            try:
+                self.mh_sock.sendmsg([s.data], [(socket.IPPROTO_IPV6, IPV6_PKTINFO, info)], 0, (str(s.dst), 0))
+            except OSError as e:
+                log.debug("MH to %s: %s", s.dst, e)
+
+    def _on_tun(self) -> None:
+        """Packets for previous CoAs: into IPv6 towards the new CoA (RFC 5568 §4 forwarding)."""
+        assert self.tun is not None and self.tun_out is not None and self.fmip is not None
+        for _ in range(256):
+            pkt = self.tun.read()
+            if pkt is None:
+                return
+            if len(pkt) < 40 or pkt[0] >> 4 != 6:
+                continue
+            f = self.fmip.forwarding.get(str(IPv6Address(pkt[24:40])))
+            if f is None:
+                self.engine._count("fwd_no_binding")  # type: ignore[union-attr]
+                continue
+            try:
+                self.tun_out.sendto(pkt, (f.ncoa, 0))
+                self.engine._count("fwd_packets")  # type: ignore[union-attr]
+            except OSError as e:
+                log.debug("forward to %s: %s", f.ncoa, e)
+
+    def _route(self, op: str, pcoa: str) -> None:
+        """/128 routes into the TUN, added and removed in order on one worker thread."""
+        fut = asyncio.get_running_loop().run_in_executor(_ROUTES, _route, op, pcoa, self.cfg.tunnel_name)
+        self._routes = [f for f in self._routes if not f.done()] + [fut]
 
     def _apply(self, actions: list[Action]) -> None:
         for a in actions:
@@ -163,7 +339,15 @@ class ArdDaemon(ServiceShell):
                         ev.record.at,
                     )
                 elif isinstance(ev, HkExpired):
-                    log.info("handover key for %s expired", ev.cga)
+                    log.info("handover key for %s discarded", ev.cga)
+                elif isinstance(ev, Forwarding):
+                    self._route("replace", ev.pcoa)
+                    log.info("forwarding %s to %s for %d s", ev.pcoa, ev.ncoa, int(ev.expires - time.time()))
+                elif isinstance(ev, ForwardingEnded):
+                    self._route("del", ev.pcoa)
+                    log.info("forwarding for %s ended", ev.pcoa)
+                elif isinstance(ev, FmipDropped):
+                    drop_log.debug(ev.reason, "FMIPv6 message from %s dropped: %s", ev.src, ev.reason)
         self._rearm()
 
     def _persist(self, rec: Any) -> None:
@@ -177,25 +361,52 @@ class ArdDaemon(ServiceShell):
             )
         elif isinstance(rec, HkExpired):
             self.store.delete("hk", rec.cga)
+        elif isinstance(rec, FbuSeq):
+            self.store.put("fbu_seq", rec.pcoa, {"pcoa": rec.pcoa, "seq": rec.seq})
+        elif isinstance(rec, Forwarding):
+            self.store.put("fwd", rec.pcoa, {"pcoa": rec.pcoa, "ncoa": rec.ncoa, "expires": rec.expires})
+        elif isinstance(rec, ForwardingEnded):
+            self.store.delete("fwd", rec.pcoa)
 
     def _rearm(self) -> None:
         if self._timer:
             self._timer.cancel()
             self._timer = None
-        if self.engine is None or (d := self.engine.next_deadline()) is None:
+        if self.engine is None:
             return
+        fmip = self.fmip.next_deadline() if self.fmip is not None else None
+        times = [t for t in (self.engine.next_deadline(), fmip) if t is not None]
+        if not times:
+            return
+        d = min(times)
         delay = max(0.0, min(d - time.time(), 86400.0))
         self._timer = asyncio.get_running_loop().call_later(delay, self._expire)
 
     def _expire(self) -> None:
         assert self.engine is not None
         self._timer = None
-        self._apply(self.engine.expire(time.time()))
+        now = time.time()
+        acts = self.engine.expire(now)
+        if self.fmip is not None:
+            more, sends = self.fmip.expire(now)
+            acts += more
+            self._send_mh(sends)
+        self._apply(acts)
 
     async def stop(self) -> None:
-        if self.sock is not None:
-            asyncio.get_running_loop().remove_reader(self.sock.fileno())
-            self.sock.close()
+        loop = asyncio.get_running_loop()
+        for t in (self._ra_timer, self._timer):
+            if t is not None:
+                t.cancel()
+        for sk in (self.sock, self.mh_sock, self.pkt_sock):
+            if sk is not None:
+                loop.remove_reader(sk.fileno())
+                sk.close()
+        if self.tun is not None:
+            loop.remove_reader(self.tun.fd)
+            os.close(self.tun.fd)
+        if self.tun_out is not None:
+            self.tun_out.close()
         if self.store is not None:
             self.store.close()
 
@@ -209,13 +420,25 @@ class ArdDaemon(ServiceShell):
             {"cga": r.cga, "at": r.at, "expires_in_s": int(r.expires - time.time())} for r in self.engine.keys.values()
         ]
 
+    def _cmd_forwarding(self, args: dict[str, Any], conn: ControlConnection) -> list[dict[str, Any]]:
+        if self.fmip is None:
+            return []
+        now = time.time()
+        return [
+            {"pcoa": f.pcoa, "ncoa": f.ncoa, "expires_in_s": round(f.expires - now, 1)}
+            for f in self.fmip.forwarding.values()
+        ]
+
     def status(self) -> dict[str, Any]:
         if self.engine is None:
             return {"role": self.ROLE, "handover_keys": "disabled"}
         return {
             "role": self.ROLE,
             "address": str(self.engine.router.address),
+            "global_address": str(self.engine.router.global_address or ""),
+            "prefix": str(self.engine.router.prefix or ""),
             "keys": len(self.engine.keys),
+            "forwarding": len(self.fmip.forwarding) if self.fmip else 0,
             "counters": dict(self.engine.counters),
         }
 
@@ -237,3 +460,51 @@ def _add_address(ifname: str, address: IPv6Address) -> None:
             ipr.addr("replace", index=idx, address=str(address), prefixlen=64, flags=0x02)  # IFA_F_NODAD
         except Exception as e:  # pyroute2 raises NetlinkError
             log.warning("cannot add %s to %s: %s", address, ifname, e)
+
+
+_ROUTES = concurrent.futures.ThreadPoolExecutor(1, "ard-routes")
+
+
+def _route(op: str, pcoa: str, tun: str) -> None:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        try:
+            idx = ipr.link_lookup(ifname=tun)[0]
+            ipr.route(op, dst=f"{pcoa}/128", oif=idx, family=socket.AF_INET6)
+        except Exception as e:  # pyroute2 raises NetlinkError
+            log.warning("route %s %s via %s: %s", op, pcoa, tun, e)
+
+
+def _link_up(ifname: str) -> None:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
+
+
+def _link_prefix(ifname: str, prefix: IPv6Network | None) -> tuple[IPv6Network | None, IPv6Address | None]:
+    """The advertised /64 and the router's global address inside it (the interface's first global)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        for a in ipr.get_addr(family=socket.AF_INET6, index=idx):
+            addr = IPv6Address(a.get_attr("IFA_ADDRESS"))
+            if addr.is_link_local:
+                continue
+            if prefix is None:
+                return IPv6Network((addr, 64), strict=False), addr
+            if addr in prefix:
+                return prefix, addr
+    return prefix, None
+
+
+def _is_local(packed: bytes) -> bool:
+    """Is this one of our addresses? (binding to a non-local address fails without IP_FREEBIND)"""
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((str(IPv6Address(packed)), 0))
+        except OSError:
+            return False
+    return True

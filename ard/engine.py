@@ -75,6 +75,10 @@ class RouterIdentity:
     address: IPv6Address  # the router's CGA on the link (a link-local CGA)
     cga_params: bytes  # its CGA Parameters, sent in the CGA option
     lla: bytes = b""
+    certs: tuple[bytes, ...] = ()  # DER, CPA order: issued by the trust anchor first, the router's own last
+    prefix: IPv6Network | None = None  # advertised on the link (must be inside the certified prefixes)
+    global_address: IPv6Address | None = None  # advertised with the R flag (RFC 6275 §7.2)
+    ra_lifetime: int = 1800
 
 
 @dataclass
@@ -93,6 +97,7 @@ class ArdEngine:
     counters: dict[str, int] = field(default_factory=dict)
     _buckets: OrderedDict[bytes, _Bucket] = field(default_factory=OrderedDict)
     _refusals: _Bucket = field(default_factory=lambda: _Bucket(0.0, 0.0))
+    _cpa_budget: _Bucket = field(default_factory=lambda: _Bucket(10.0, 0.0))
 
     def restore(self, records: list[dict[str, Any]]) -> None:
         for r in records:
@@ -243,6 +248,86 @@ class ArdEngine:
     def _refuse(self, src: IPv6Address, reason: str, detail: str = "") -> list[Action]:
         self._count("drop_" + reason.split(":")[0])
         return [Notify(SolicitationRefused(str(src), reason + (f": {detail}" if detail else "")))]
+
+    def discard_key(self, cga: str) -> list[Action]:
+        if self.keys.pop(cga, None) is None:
+            return []
+        return [Persist(HkExpired(cga)), Notify(HkExpired(cga))]
+
+    # ---- Router Advertisements and certification paths ----------------------------------------
+
+    def router_advertisement(self, dst: IPv6Address, nonce: bytes, now: float) -> bytes:
+        """A SEND-signed RA (RFC 3971 §7.1): Source LLA, the link prefix with the router's global address
+        (R flag), CGA, Timestamp, the solicitation's Nonce if any, RSA Signature last."""
+        opts: list[nd.NdOption] = []
+        if self.router.lla:
+            opts.append(nd.SourceLla(self.router.lla))
+        if self.router.prefix is not None:
+            addr = self.router.global_address or self.router.prefix.network_address
+            opts.append(nd.PrefixInfo(self.router.prefix.prefixlen, 0xE0, 86400, 14400, addr))  # L A R
+        opts += [nd.CgaOption(self.router.cga_params), nd.Timestamp.at(now)]
+        if nonce:
+            opts.append(nd.Nonce(nonce))
+        ra = nd.router_advertisement(self.router.ra_lifetime, tuple(opts))
+        self._count("ra_sent")
+        return sendsig.sign(ra, self.router.address, dst, self.router.key).encode(self.router.address, dst)
+
+    def router_solicitation(
+        self, data: bytes, src: IPv6Address, hop_limit: int, now: float
+    ) -> tuple[IPv6Address, bytes] | None:
+        """RFC 4861 §6.2.6: answer an RS; a signed RS's Nonce is echoed (RFC 3971 §7.1). An RS from the
+        unspecified address, or one that is not valid, gets the multicast RA."""
+        if hop_limit != HOP_LIMIT or not self._allow(src, now):
+            self._count("drop_rs")
+            return None
+        try:
+            msg = nd.NdMessage.decode(data)
+        except DecodeError:
+            self._count("drop_rs_malformed")
+            return None
+        if msg.type != nd.IcmpType.ROUTER_SOLICITATION or msg.code != 0:
+            return None
+        nonce = msg.first(nd.Nonce)
+        if src == IPv6Address("::") or not isinstance(nonce, nd.Nonce):
+            dst = IPv6Address("ff02::1")
+            return dst, self.router_advertisement(dst, b"", now)
+        return src, self.router_advertisement(src, nonce.nonce, now)
+
+    def certification_path(
+        self, data: bytes, src: IPv6Address, hop_limit: int, now: float
+    ) -> list[tuple[IPv6Address, bytes]]:
+        """RFC 3971 §6.4.5: a CPS is answered with one CPA per certificate, Component N-1 down to 0,
+        from the one issued by the trust anchor to the router's own; to the solicitation's source
+        (All-Nodes for ::), at most MAX_CPA_RATE (10) CPAs per second (§10.1). CPAs are not signed."""
+        if hop_limit != HOP_LIMIT:
+            self._count("drop_cps_hop_limit")
+            return []
+        try:
+            msg = nd.NdMessage.decode(data)
+        except DecodeError:
+            self._count("drop_cps_malformed")
+            return []
+        if msg.type != nd.IcmpType.CPS or msg.code != 0 or msg.identifier == 0:
+            self._count("drop_cps_invalid")
+            return []
+        component = int.from_bytes(msg.body[2:4], "big")
+        certs = self.router.certs
+        n = len(certs)
+        wanted = range(n - 1, -1, -1) if component == 0xFFFF else [component] if component < n else []
+        dst = IPv6Address("ff02::1") if src == IPv6Address("::") else src
+        ident = 0 if dst.is_multicast else msg.identifier  # Identifier 0 to All-Nodes (§6.4.2)
+        out: list[tuple[IPv6Address, bytes]] = []
+        anchors = tuple(o for o in msg.options if isinstance(o, nd.TrustAnchor))
+        if not n:  # no path: a CPA without certificates, echoing the solicited anchors (§6.4.5)
+            return [(dst, nd.cpa(ident, 0, 0, anchors).encode(self.router.address, dst))]
+        for c in wanted:
+            if not self._take(self._cpa_budget, 10.0, 10.0, now):
+                self._count("cpa_rate_limited")
+                break
+            opts = (nd.Certificate(1, certs[n - 1 - c]),)  # Cert Type 1: X.509v3 (RFC 3971 §6.4.4)
+            out.append((dst, nd.cpa(ident, n, c, opts).encode(self.router.address, dst)))
+            self._count("cpa_sent")
+        return out
 
     def expire(self, now: float) -> list[Action]:
         """HK-LIFETIME ends the key (RFC 5269 §3.6)."""

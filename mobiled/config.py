@@ -10,7 +10,7 @@ from typing import Literal
 from mobility.ike.config import IkeConnection
 from mobility.service.config import ServiceSection
 
-__all__ = ["IkeInitiatorSection", "IPv6Network", "MobiledConfig"]
+__all__ = ["FmipSection", "IkeInitiatorSection", "IPv6Network", "MobiledConfig"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +32,32 @@ class IkeInitiatorSection:
 
 
 @dataclass(frozen=True, slots=True)
+class FmipSection:
+    interface: str = field(default="", metadata={"doc": "access link for SEND and FMIPv6 (empty: off)"})
+    trust_anchors: tuple[Path, ...] = field(
+        default=(), metadata={"doc": "PEM certificates of the SEND trust anchors for routers (RFC 3971 6.3)"}
+    )
+    key_bits: int = field(
+        default=1024, metadata={"doc": "RSA size of the CGA key (kept in the state dir)", "range": (1024, 2048)}
+    )
+    sec: int = field(default=1, metadata={"doc": "CGA Sec parameter (RFC 3972 2)", "range": (0, 2)})
+    algorithm: int = field(
+        default=0, metadata={"doc": "preferred FBU MAC: 0 HMAC-SHA1-96, 1 HMAC-SHA256-128", "range": (0, 1)}
+    )
+    hkepk_lifetime_s: int = field(
+        default=43200, metadata={"doc": "HKEPK-LIFETIME (RFC 5269 3.7)", "range": (60, 7 * 86400)}
+    )
+    hkepk_handovers: int = field(default=10, metadata={"doc": "HKEPK-HANDOVERS (RFC 5269 3.7)", "range": (1, 1000)})
+    fbu_lifetime_s: int = field(
+        default=10, metadata={"doc": "forwarding time asked for in FBUs (seconds)", "range": (1, 3600)}
+    )
+    tunnel_name: str = field(default="fmipmn0", metadata={"doc": "TUN device that delivers forwarded packets"})
+
+
+@dataclass(frozen=True, slots=True)
 class MobiledConfig:
     home_agents: tuple[str, ...] = field(default=(), metadata={"doc": "home agent addresses or names, tried in order"})
     fqdn: str = field(default="", metadata={"doc": "our FQDN, used as IKE IDi when DNS update is asked (RFC 5026 5.2)"})
     ike: IkeInitiatorSection = field(default_factory=IkeInitiatorSection)
+    fmip: FmipSection = field(default_factory=FmipSection)
     service: ServiceSection = field(default_factory=ServiceSection)

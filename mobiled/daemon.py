@@ -13,6 +13,7 @@ from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
 from typing import Any
 
 from mobiled.config import MobiledConfig
+from mobiled.fmipshell import FmipShell
 from mobility.ike.config import build_policy
 from mobility.ike.engine import IkeEngine
 from mobility.ike.policy import IkeSaDeleted, IkeSaEstablished, IkeSaFailed, Policy, any_ts, ts_from_network
@@ -72,9 +73,14 @@ class MobiledDaemon(ServiceShell):
         self.current: bytes | None = None
         self.home: dict[str, Any] = {}
         self.handlers.update({"home": lambda a, c: self.home})
+        self.fmip: FmipShell | None = None
 
     async def start(self) -> None:
         await super().start()
+        if self.cfg.fmip.interface:
+            self.fmip = FmipShell(self.cfg.fmip, self.ctx.state_dir)
+            self.handlers.update(self.fmip.handlers)
+            await self.fmip.start()
         c = self.cfg.ike
         if not c.enabled:
             return
@@ -89,6 +95,8 @@ class MobiledDaemon(ServiceShell):
         self._try_next()
 
     async def stop(self) -> None:
+        if self.fmip is not None:
+            await self.fmip.stop()
         if self.ike is not None:
             if self.current is not None:
                 self.ike.apply(self.ike.engine.delete(self.current, now=self.ike.now()))

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from ipaddress import IPv6Network
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+
+from mobility.crypto.sendcert import IP_ADDR_BLOCKS_OID, SEND_ROUTER_EKU, encode_ip_addr_blocks
 
 
 @dataclass
@@ -44,10 +47,19 @@ def _key(kind: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
     return rsa.generate_private_key(65537, 2048) if kind == "rsa" else ec.generate_private_key(ec.SECP256R1())
 
 
-def make_ca(cn: str = "mobility lab CA", kind: str = "ecdsa") -> Issued:
+def _ip_addr_blocks(prefixes: tuple[IPv6Network, ...]) -> x509.UnrecognizedExtension:
+    """RFC 3779 §2.2.1 IP Address Delegation extension value (cryptography does not know the type)."""
+    return x509.UnrecognizedExtension(IP_ADDR_BLOCKS_OID, encode_ip_addr_blocks(prefixes))
+
+
+def make_ca(
+    cn: str = "mobility lab CA", kind: str = "ecdsa", prefixes: tuple[IPv6Network, ...] | None = None
+) -> Issued:
+    """A self-signed CA; with prefixes, also a SEND trust anchor for exactly those IPv6 prefixes
+    (critical ipAddrBlocks, RFC 3779 §2.2.2, RFC 3971 §6.3.1)."""
     key = _key(kind)
     now = dt.datetime.now(dt.UTC)
-    cert = (
+    b = (
         x509.CertificateBuilder()
         .subject_name(_name(cn))
         .issuer_name(_name(cn))
@@ -57,9 +69,10 @@ def make_ca(cn: str = "mobility lab CA", kind: str = "ecdsa") -> Issued:
         .not_valid_after(now + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .sign(key, hashes.SHA256())
     )
-    return Issued(cert, key)
+    if prefixes is not None:
+        b = b.add_extension(_ip_addr_blocks(prefixes), critical=True)
+    return Issued(b.sign(key, hashes.SHA256()), key)
 
 
 def issue(ca: Issued, cn: str, *, dns: tuple[str, ...] = (), kind: str = "ecdsa", days: float = 30) -> Issued:
@@ -77,4 +90,28 @@ def issue(ca: Issued, cn: str, *, dns: tuple[str, ...] = (), kind: str = "ecdsa"
     )
     if dns:
         b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), critical=False)
+    return Issued(b.sign(ca.key, hashes.SHA256()), key)
+
+
+def issue_send_router(
+    ca: Issued, cn: str, prefixes: tuple[IPv6Network, ...], *, days: float = 30, eku: bool = True
+) -> Issued:
+    """A SEND router certificate (RFC 3971 §6.3.1, RFC 6494): RSA-2048 key, critical ipAddrBlocks for the
+    prefixes the router may advertise (RFC 3779 §2.2.1, RFC 6494 §4) and, unless eku is False, the
+    non-critical extendedKeyUsage id-kp-sendRouter (RFC 6494 §7). Negative days give an expired one."""
+    key = _key("rsa")
+    now = dt.datetime.now(dt.UTC)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(min(now, now + dt.timedelta(days=days)) - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_ip_addr_blocks(prefixes), critical=True)
+    )
+    if eku:
+        b = b.add_extension(x509.ExtendedKeyUsage([SEND_ROUTER_EKU]), critical=False)
     return Issued(b.sign(ca.key, hashes.SHA256()), key)

@@ -24,6 +24,7 @@ def setup_logging(ident: str, verbose: bool) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.getLogger("pyroute2").setLevel(max(level, logging.INFO))  # its netlink dumps drown ours
 
 
 class RateLimitedLog:

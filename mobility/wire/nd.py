@@ -215,6 +215,55 @@ class Certificate(NdOption):  # RFC 3971 §6.4.4: the DER length ends the certif
 
 
 @dataclass(frozen=True, slots=True)
+class SourceLla(NdOption):  # RFC 4861 §4.6.1, type 1 (Ethernet: 6 octets)
+    TYPE: ClassVar[int] = Opt.SOURCE_LLA
+    lla: bytes
+
+    def data(self) -> bytes:
+        return self.lla
+
+    @classmethod
+    def parse(cls, r: Reader) -> SourceLla:
+        return cls(r.rest()[:6])
+
+
+@dataclass(frozen=True, slots=True)
+class TargetLla(NdOption):  # RFC 4861 §4.6.1, type 2
+    TYPE: ClassVar[int] = Opt.TARGET_LLA
+    lla: bytes
+
+    def data(self) -> bytes:
+        return self.lla
+
+    @classmethod
+    def parse(cls, r: Reader) -> TargetLla:
+        return cls(r.rest()[:6])
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixInfo(NdOption):  # RFC 4861 §4.6.2; R flag (router address, RFC 6275 §7.2)
+    TYPE: ClassVar[int] = Opt.PREFIX_INFO
+    prefix_len: int
+    flags: int  # L 0x80, A 0x40, R 0x20
+    valid: int
+    preferred: int
+    prefix: IPv6Address  # with R set: the router's full address (RFC 6275 §7.2)
+
+    def data(self) -> bytes:
+        return struct.pack("!BBII4x", self.prefix_len, self.flags, self.valid, self.preferred) + self.prefix.packed
+
+    @classmethod
+    def parse(cls, r: Reader) -> PrefixInfo:
+        if r.remaining != 30:
+            raise r.fail("pio.length", "Length must be 4")
+        plen, flags, valid, pref = r.u8("pio.prefix_len"), r.u8("pio.flags"), r.u32("pio.valid"), r.u32("pio.pref")
+        r.take(4, "pio.reserved")
+        if plen > 128:
+            raise r.fail("pio.prefix_len", f"{plen} > 128")
+        return cls(plen, flags, valid, pref, r.ip6("pio.prefix"))
+
+
+@dataclass(frozen=True, slots=True)
 class IpAddressPrefix(NdOption):  # RFC 5568 §6.4.1
     TYPE: ClassVar[int] = Opt.IP_ADDRESS_PREFIX
     code: int  # 1 PCoA, 2 NCoA, 3 NAR address, 4 NAR prefix
@@ -300,6 +349,9 @@ class HandoverKeyReply(NdOption):  # RFC 5269 §4.2
 OPTIONS: dict[int, type[NdOption]] = {
     c.TYPE: c
     for c in (
+        SourceLla,
+        TargetLla,
+        PrefixInfo,
         CgaOption,
         RsaSignature,
         Timestamp,
@@ -360,9 +412,11 @@ class NdMessage:
 
     @property
     def identifier(self) -> int:
-        return (
-            int.from_bytes(self.body[2:4], "big") if self.type in (IcmpType.FMIPV6, IcmpType.CPS, IcmpType.CPA) else 0
-        )
+        if self.type == IcmpType.FMIPV6:
+            return int.from_bytes(self.body[2:4], "big")  # after Subtype and Reserved (RFC 5568 §6.1)
+        if self.type in (IcmpType.CPS, IcmpType.CPA):
+            return int.from_bytes(self.body[0:2], "big")  # RFC 3971 §6.4.1-§6.4.2
+        return 0
 
     def first(self, cls: builtins.type[NdOption]) -> NdOption | None:
         return next((o for o in self.options if type(o) is cls), None)
@@ -393,6 +447,21 @@ def cps(identifier: int, component: int = 65535, options: tuple[NdOption, ...] =
 
 def cpa(identifier: int, all_components: int, component: int, options: tuple[NdOption, ...]) -> NdMessage:
     return NdMessage(IcmpType.CPA, 0, struct.pack("!HHHH", identifier, all_components, component, 0), options)
+
+
+def router_solicitation(options: tuple[NdOption, ...] = ()) -> NdMessage:  # RFC 4861 §4.1
+    return NdMessage(IcmpType.ROUTER_SOLICITATION, 0, bytes(4), options)
+
+
+def router_advertisement(lifetime: int, options: tuple[NdOption, ...], hop_limit: int = 64) -> NdMessage:
+    """RFC 4861 §4.2: Cur Hop Limit, flags (none), Router Lifetime, Reachable Time, Retrans Timer."""
+    return NdMessage(IcmpType.ROUTER_ADVERTISEMENT, 0, struct.pack("!BBHII", hop_limit, 0, lifetime, 0, 0), options)
+
+
+def neighbor_advertisement(target: IPv6Address, flags: int, options: tuple[NdOption, ...]) -> NdMessage:
+    """RFC 4861 §4.4: flags R 0x80, S 0x40, O 0x20 in the first octet. An unsolicited NA with all
+    three clear is the FMIPv6 UNA (RFC 5568 §6.3)."""
+    return NdMessage(IcmpType.NEIGHBOR_ADVERTISEMENT, 0, bytes([flags, 0, 0, 0]) + target.packed, options)
 
 
 __all__ = ["DecodeError"]

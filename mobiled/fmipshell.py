@@ -1,0 +1,401 @@
+"""mobiled's SEND/FMIPv6 shell: sockets and timers around `mobiled.fmip.FmipClient`.
+
+- ICMPv6 raw socket on the access interface: RS at start, RA/CPA/PrRtAdv in, CPS/RtSolPr/UNA out.
+- The CGA key and the CGA Parameters (modifier, Sec) live in the state directory: generated once, the
+  modifier reused when only the prefix changes (RFC 3972 §4), so no Sec 1/2 search at each start.
+- Care-of CGAs are added to the interface (no DAD wait: the lab and the tests run nodad; a collision
+  would raise the collision count, RFC 3972 §4 step 8).
+- `fmip.handover` (NCoA on the NAR prefix, authenticated FBU from the PCoA, wait for the FBack) and
+  `fmip.attached` (the UNA on the new link, RFC 5568 §6.3) are the link-layer triggers' entry points.
+- Forwarded traffic arrives as IPv6-in-IPv6 from the PAR (raw protocol-41 socket); the inner packet,
+  addressed to the previous CoA, is handed to the stack through a TUN device. Only packets from a PAR
+  whose FBack we accepted, for the PCoA it accepted, go in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+import time
+from ipaddress import IPv6Address, IPv6Network
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mobiled.config import FmipSection
+from mobiled.fmip import Dropped, FastHandover, FmipClient, HandoverKey, IcmpSend, MhSend, RouterFound
+from mobility.crypto import cga, ikeauth, sendsig
+from mobility.dataplane.userspace import TunDevice
+from mobility.engine import Action, Notify, Persist
+from mobility.service.control import ControlConnection
+from mobility.service.logging import RateLimitedLog
+from mobility.service.state import StateStore
+from mobility.wire import mh, nd
+
+log = logging.getLogger("mobiled.fmip")
+drop_log = RateLimitedLog(logging.getLogger("mobiled.drops"))
+ICMP6_FILTER = 1
+IPV6_RECVHOPLIMIT, IPV6_HOPLIMIT, IPV6_RECVPKTINFO, IPV6_PKTINFO = 51, 52, 49, 50
+
+
+class FmipShell:
+    def __init__(self, cfg: FmipSection, state_dir: Any) -> None:
+        self.cfg = cfg
+        self.store = StateStore(state_dir / "fmip.sqlite")
+        self.state_dir = state_dir
+        self.client: FmipClient | None = None
+        self.icmp: socket.socket | None = None
+        self.mh_sock: socket.socket | None = None
+        self.raw: socket.socket | None = None
+        self.t41: socket.socket | None = None
+        self.tun: TunDevice | None = None
+        self.ifindex = 0
+        self.coa: dict[str, tuple[IPv6Address, bytes]] = {}  # prefix -> (care-of CGA, CGA Parameters)
+        self.current: tuple[IPv6Address, IPv6Address] | None = None  # (router link-local, our CGA there)
+        self.forwarded: dict[str, str] = {}  # PCoA -> PAR while FMIPv6 forwarding runs
+        self._waiters: list[asyncio.Future[FastHandover]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self.handlers = {
+            "fmip.keys": self._cmd_keys,
+            "fmip.status": self._cmd_status,
+            "fmip.handover": self._cmd_handover,
+            "fmip.attached": self._cmd_attached,
+        }
+
+    # ---- start --------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        c = self.cfg
+        loop = asyncio.get_running_loop()
+        key = self._cga_key()
+        anchors = tuple(x for p in c.trust_anchors for x in ikeauth.load_certificates(p.read_bytes()))
+        if not anchors:
+            raise ValueError("fmip.trust_anchors: at least one SEND trust anchor is required (RFC 5269 §3.2)")
+        self.ifindex = socket.if_nametoindex(c.interface)
+        self.client = FmipClient(
+            key,
+            anchors,
+            os.urandom,
+            lla=_lla(c.interface),
+            at=c.algorithm,
+            fbu_lifetime=c.fbu_lifetime_s,
+            hkepk_lifetime_s=c.hkepk_lifetime_s,
+            hkepk_handovers=c.hkepk_handovers,
+        )
+        self.client.restore(list(self.store.all("hk").values()))
+        await loop.run_in_executor(None, _sysctl, c.interface)
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, _filter((134, 149, 154)))
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, c.interface.encode())
+        s.setblocking(False)
+        loop.add_reader(s.fileno(), self._on_icmp)
+        self.icmp = s
+        m = socket.socket(socket.AF_INET6, socket.SOCK_RAW, mh.IPPROTO_MH)
+        m.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        m.setblocking(False)
+        loop.add_reader(m.fileno(), self._on_mh)
+        self.mh_sock = m
+        self.raw = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)  # FBU: our own header
+        self.t41 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 41)
+        self.t41.setblocking(False)
+        loop.add_reader(self.t41.fileno(), self._on_tunnel)
+        self.tun = TunDevice(c.tunnel_name)
+        await loop.run_in_executor(None, _link_up, c.tunnel_name)
+        self._send([IcmpSend(None, IPv6Address("ff02::2"), b"")])  # RS (built in _send)
+        self._rearm()
+        log.info("SEND/FMIPv6 on %s: %d trust anchor(s), %d handover key(s) restored", c.interface, len(anchors),
+                 len(self.client.keys))  # fmt: skip
+
+    def _cga_key(self) -> rsa.RSAPrivateKey:
+        """The CGA key, generated once (mode 0600) and reused, as are the CGA modifier and Sec."""
+        path = self.state_dir / "fmip-cga.key"
+        if path.exists():
+            k = ikeauth.load_private_key(path.read_bytes())
+            if isinstance(k, rsa.RSAPrivateKey) and k.key_size == self.cfg.key_bits:
+                return k
+        k = rsa.generate_private_key(65537, self.cfg.key_bits)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()))  # fmt: skip
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self.store.delete("cga", "modifier")
+        return k
+
+    def care_of(self, prefix: IPv6Network) -> tuple[IPv6Address, bytes]:
+        """Our CGA on `prefix`: the stored modifier with this prefix (RFC 3972 §4: a modifier is reused
+        when only the prefix changes), generated with the configured Sec the first time."""
+        assert self.client is not None
+        if str(prefix) in self.coa:
+            return self.coa[str(prefix)]
+        der = sendsig.public_der(self.client.sig_key.public_key())
+        rec = self.store.get("cga", "modifier")
+        if rec is None or rec["sec"] != self.cfg.sec:
+            t0 = time.monotonic()
+            _addr, params = cga.generate(prefix, der, self.cfg.sec, os.urandom)
+            log.info("CGA modifier for Sec %d found in %.2f s", self.cfg.sec, time.monotonic() - t0)
+            self.store.put("cga", "modifier", {"modifier": str(params.modifier), "sec": self.cfg.sec})
+        else:
+            params = cga.CgaParams(int(rec["modifier"]), prefix.network_address.packed[:8], 0, der)
+        params = cga.CgaParams(params.modifier, prefix.network_address.packed[:8], 0, der)
+        addr = cga.address(prefix, params, self.cfg.sec)
+        self.coa[str(prefix)] = (addr, params.encode())
+        return self.coa[str(prefix)]
+
+    # ---- I/O ------------------------------------------------------------------------------------------
+
+    def _on_icmp(self) -> None:
+        assert self.icmp is not None and self.client is not None
+        for _ in range(64):
+            try:
+                data, anc, _f, addr = self.icmp.recvmsg(65535, socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.debug("recv: %s", e)
+                return
+            hop, dst = -1, IPv6Address("::")
+            for level, ctype, cdata in anc:
+                if level == socket.IPPROTO_IPV6 and ctype == IPV6_HOPLIMIT:
+                    hop = int.from_bytes(cdata[:4], "little")
+                elif level == socket.IPPROTO_IPV6 and ctype == IPV6_PKTINFO:
+                    dst = IPv6Address(cdata[:16])
+            src = IPv6Address(addr[0].split("%")[0])
+            acts, sends = self.client.icmp(data, src, dst, hop, time.time())
+            self._apply(acts)
+            self._send(sends)
+        self._rearm()
+
+    def _on_mh(self) -> None:
+        assert self.mh_sock is not None and self.client is not None
+        for _ in range(16):
+            try:
+                data, anc, _f, addr = self.mh_sock.recvmsg(65535, socket.CMSG_SPACE(20))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            dst = next(
+                (IPv6Address(d[:16]) for lv, t, d in anc if lv == socket.IPPROTO_IPV6 and t == IPV6_PKTINFO), None
+            )
+            if dst is not None:
+                self._apply(self.client.fback(IPv6Address(addr[0].split("%")[0]), dst, data, time.time()))
+
+    def _on_tunnel(self) -> None:
+        """IPv6-in-IPv6 from the PAR: deliver the inner packet if it is for a PCoA that PAR forwards."""
+        assert self.t41 is not None and self.tun is not None
+        for _ in range(256):
+            try:
+                inner, addr = self.t41.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            outer_src = addr[0].split("%")[0]
+            if len(inner) < 40 or inner[0] >> 4 != 6:
+                continue
+            pcoa = str(IPv6Address(inner[24:40]))
+            if self.forwarded.get(pcoa) != outer_src:
+                drop_log.debug("tunnel", "tunnelled packet from %s for %s: no fast handover", outer_src, pcoa)
+                continue
+            self.tun.write(inner)
+
+    def _send(self, sends: list[IcmpSend]) -> None:
+        assert self.icmp is not None
+        for s in sends:
+            data = s.data or nd.router_solicitation().encode(IPv6Address("::"), s.dst)
+            cmsg = []
+            if s.src is not None:
+                cmsg = [(socket.IPPROTO_IPV6, IPV6_PKTINFO, s.src.packed + struct.pack("@I", self.ifindex))]
+            if not s.data:  # the kernel fills the checksum of the RS (it knows the source it picks)
+                data = data[:2] + b"\x00\x00" + data[4:]
+            try:
+                self.icmp.sendmsg([data], cmsg, 0, (str(s.dst), 0, 0, self.ifindex))
+            except OSError as e:
+                log.debug("ICMPv6 to %s: %s", s.dst, e)
+
+    def _send_mh(self, s: MhSend) -> None:
+        assert self.raw is not None
+        try:
+            self.raw.sendto(mh.build_ipv6(s.src, s.dst, s.payload, s.next_header), (str(s.dst), 0))
+        except OSError as e:
+            log.warning("FBU to %s: %s", s.dst, e)
+
+    def _apply(self, acts: list[Action]) -> None:
+        assert self.client is not None
+        for a in acts:
+            if isinstance(a, Persist) and isinstance(a.record, HandoverKey):
+                k = a.record
+                self.store.put(
+                    "hk", f"{k.ar}|{k.cga}",
+                    {"ar": k.ar, "cga": k.cga, "router_ll": k.router_ll, "key": k.key.hex(), "at": k.at,
+                     "expires": k.expires, "nars": [list(n) for n in k.nars]},
+                )  # fmt: skip
+            elif isinstance(a, Notify):
+                ev = a.event
+                if isinstance(ev, RouterFound):
+                    asyncio.get_running_loop().create_task(self._router_found(ev))
+                elif isinstance(ev, HandoverKey):
+                    log.info("handover key from %s for %s (AT %d, %d s)", ev.ar, ev.cga, ev.at,
+                             int(ev.expires - time.time()))  # fmt: skip
+                elif isinstance(ev, FastHandover):
+                    if ev.status < 128:
+                        self.forwarded[ev.pcoa] = ev.par
+                        asyncio.get_running_loop().call_later(ev.lifetime + 1, self.forwarded.pop, ev.pcoa, None)
+                    log.info("FBack from %s: status %d, %s -> %s for %d s", ev.par, ev.status, ev.pcoa, ev.ncoa,
+                             ev.lifetime)  # fmt: skip
+                    for w in self._waiters:
+                        if not w.done():
+                            w.set_result(ev)
+                elif isinstance(ev, Dropped):
+                    drop_log.debug(ev.what, "%s dropped: %s", ev.what, ev.reason)
+
+    async def _router_found(self, ev: RouterFound) -> None:
+        """A certified router with an authorised prefix: our care-of CGA there, then the handover key."""
+        assert self.client is not None
+        addr, params = self.care_of(IPv6Network(ev.prefix))
+        await asyncio.get_running_loop().run_in_executor(None, _add_address, self.cfg.interface, addr)
+        self.current = (IPv6Address(ev.link_local), addr)
+        log.info("router %s (%s) on %s: care-of CGA %s", ev.link_local, ev.address, ev.prefix, addr)
+        self._send([self.client.rtsolpr(IPv6Address(ev.link_local), addr, params, time.time())])
+        self._rearm()
+
+    def _rearm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(0.1, self._tick)
+
+    def _tick(self) -> None:
+        assert self.client is not None
+        now = time.time()
+        acts, icmp, mhs = self.client.tick(now)
+        self._apply(acts)
+        self._send(icmp)
+        for m in mhs:
+            self._send_mh(m)
+        for k in self.client.renewals(now, margin=min(600.0, 0.1 * self.cfg.hkepk_lifetime_s)):
+            params = next((p for a, p in self.coa.values() if str(a) == k.cga), None)
+            if params is not None:
+                self._send([self.client.rtsolpr(IPv6Address(k.router_ll), IPv6Address(k.cga), params, now)])
+        self._timer = asyncio.get_running_loop().call_later(0.1 if icmp or mhs else 0.5, self._tick)
+
+    async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._timer is not None:
+            self._timer.cancel()
+        for s in (self.icmp, self.mh_sock, self.t41):
+            if s is not None:
+                loop.remove_reader(s.fileno())
+                s.close()
+        if self.raw is not None:
+            self.raw.close()
+        if self.tun is not None:
+            os.close(self.tun.fd)
+        self.store.close()
+
+    # ---- commands -------------------------------------------------------------------------------------
+
+    def _cmd_keys(self, args: dict[str, Any], conn: ControlConnection) -> list[dict[str, Any]]:
+        if self.client is None:
+            return []
+        now = time.time()
+        return [
+            {"ar": k.ar, "cga": k.cga, "router": k.router_ll, "at": k.at, "expires_in_s": int(k.expires - now),
+             "nars": [list(n) for n in k.nars]}
+            for k in self.client.keys.values()
+        ]  # fmt: skip
+
+    def _cmd_status(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
+        if self.client is None:
+            return {}
+        return {
+            "routers": {str(r.link_local): {"prefix": str(r.prefix), "address": str(r.address)}
+                        for r in self.client.routers.values()},
+            "care_of": {p: str(a) for p, (a, _) in self.coa.items()},
+            "forwarded": dict(self.forwarded),
+            "counters": dict(self.client.counters),
+        }  # fmt: skip
+
+    async def _cmd_handover(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
+        """Predictive fast handover (RFC 5568 §3.1): NCoA from the NAR prefix the PrRtAdv gave, FBU from
+        the PCoA to the PAR with the handover key, wait for the authenticated FBack."""
+        assert self.client is not None
+        if self.current is None:
+            raise ValueError("no access router yet")
+        _router_ll, pcoa = self.current
+        key = next((k for k in self.client.keys.values() if k.cga == str(pcoa)), None)
+        if key is None:
+            raise ValueError(f"no handover key for {pcoa}")
+        nars = [n for n in key.nars if not args.get("nar") or n[1] == args["nar"]]
+        if not nars:
+            raise ValueError("the PrRtAdv named no such new access router")
+        ncoa, _params = self.care_of(IPv6Network(nars[0][2]))
+        await asyncio.get_running_loop().run_in_executor(None, _add_address, self.cfg.interface, ncoa)
+        fut: asyncio.Future[FastHandover] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            self._send_mh(self.client.fbu(IPv6Address(key.ar), pcoa, ncoa, time.time()))
+            self._rearm()
+            ev = await asyncio.wait_for(fut, float(args.get("timeout", 8.0)))
+        finally:
+            self._waiters.remove(fut)
+        return {"par": ev.par, "pcoa": ev.pcoa, "ncoa": ev.ncoa, "status": ev.status, "lifetime": ev.lifetime}
+
+    def _cmd_attached(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
+        """On the new link: UNA for the NCoA (RFC 5568 §6.3: O, S, R clear, Target LLA) to All-Nodes."""
+        assert self.client is not None
+        ncoa = IPv6Address(args["ncoa"])
+        dst = IPv6Address("ff02::1")
+        una = nd.neighbor_advertisement(ncoa, 0, (nd.TargetLla(self.client.lla),))
+        self._send([IcmpSend(ncoa, dst, una.encode(ncoa, dst))])
+        return {"una": str(ncoa)}
+
+
+def _filter(allowed: tuple[int, ...]) -> bytes:
+    words = [0xFFFFFFFF] * 8
+    for t in allowed:
+        words[t >> 5] &= ~(1 << (t & 31))
+    return struct.pack("=8I", *words)
+
+
+def _lla(ifname: str) -> bytes:
+    try:
+        with open(f"/sys/class/net/{ifname}/address") as f:
+            return bytes.fromhex(f.read().strip().replace(":", ""))
+    except OSError:
+        return b""
+
+
+def _sysctl(ifname: str) -> None:
+    """The kernel must not autoconfigure from the RAs mobiled validates (SEND hosts use CGAs)."""
+    with open(f"/proc/sys/net/ipv6/conf/{ifname}/accept_ra", "w") as f:
+        f.write("0")
+
+
+def _link_up(ifname: str) -> None:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
+
+
+def _add_address(ifname: str, address: IPv6Address) -> None:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        try:
+            ipr.addr("replace", index=idx, address=str(address), prefixlen=64, flags=0x02)  # IFA_F_NODAD
+        except Exception as e:  # pyroute2 raises NetlinkError
+            log.warning("cannot add %s to %s: %s", address, ifname, e)

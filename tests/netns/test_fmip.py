@@ -1,0 +1,171 @@
+"""RFC 5269 end to end with real daemons: two access routers (PAR, NAR) running ard with certified
+SEND keys, a mobile node running mobiled. The MN validates the PAR's signed RA through CPS/CPA,
+obtains a handover key, sends an authenticated FBU, moves its link from the PAR's bridge to the
+NAR's, and a UDP probe stream to its previous CoA keeps arriving (tunnelled by the PAR).
+
+    cn eth0 2001:db8:1::2 ── eth1 par eth2 2001:db8:2::1 ── eth1 nar 2001:db8:2::2
+                               br0 2001:db8:10::1/64          br0 2001:db8:20::1/64
+                               └ ap0 ── eth0 mn  (ap0 moves to nar's br0 at the handover)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from ipaddress import IPv6Address, IPv6Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mobility.lab import pki
+from mobility.lab.netns import Daemon, Lab
+from mobility.lab.topology import End, Link, Route, Topology
+from mobility.lab.tshark import tshark_fields, unexplained_errors
+from mobility.service.control import ControlClient
+
+TOPO = Topology(
+    hosts=("cn", "par", "nar", "mn"),
+    links=(
+        Link(End("cn", "eth0", ("2001:db8:1::2/64",)), End("par", "eth1", ("2001:db8:1::1/64",))),
+        Link(End("nar", "eth1", ("2001:db8:2::2/64",)), End("par", "eth2", ("2001:db8:2::1/64",))),
+        Link(End("par", "ap0", ()), End("mn", "eth0", ())),
+    ),
+    routes=(
+        Route("cn", "default6", "2001:db8:1::1"),
+        Route("nar", "default6", "2001:db8:2::1"),
+        Route("par", "2001:db8:20::/64", "2001:db8:2::2"),
+    ),
+    forwarding=("par", "nar"),
+)
+PAR_ADDR, NAR_ADDR = "2001:db8:10::1", "2001:db8:20::1"
+
+
+class Node:
+    def __init__(self, lab: Lab, host: str, daemon: str, conf: str) -> None:
+        self.lab, self.host, self.name = lab, host, daemon
+        self.run = Path(lab.daemon_dir(host, daemon))
+        (self.run / "state").mkdir(parents=True, exist_ok=True)
+        self.conf = self.run / f"{daemon}.toml"
+        self.conf.write_text(
+            conf + f'\n[service]\ncontrol_socket = "{self.run}/{daemon}.sock"\nstate_dir = "{self.run}/state"\n'
+        )
+        self.start()
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", self.name, "-v", "-c", str(self.conf)]
+        self.daemon: Daemon = self.lab.start_daemon(self.host, self.name, argv)
+
+    def ctl(self, cmd: str, **args: Any) -> Any:
+        with ControlClient(self.run / f"{self.name}.sock") as c:
+            return c.call(cmd, **args) if args else c.call(cmd)
+
+
+def bridges(lab: Lab) -> None:
+    """Each router's access link is a bridge (the AP); the MN's cable (ap0) starts on the PAR's."""
+    for host, addr in (("par", PAR_ADDR), ("nar", NAR_ADDR)):
+        lab.run(host, "ip", "link", "add", "br0", "type", "bridge")
+        lab.run(host, "ip", "addr", "add", f"{addr}/64", "dev", "br0", "nodad")
+        lab.run(host, "ip", "link", "set", "br0", "up")
+    lab.run("par", "ip", "link", "set", "ap0", "master", "br0")
+
+
+def move(lab: Lab) -> None:
+    """The layer-2 handover: the MN's link leaves the PAR's bridge and joins the NAR's."""
+    lab.run("par", "ip", "link", "set", "ap0", "nomaster")
+    lab.run("par", "ip", "link", "set", "ap0", "netns", lab.ns("nar"))
+    lab.run("nar", "ip", "link", "set", "ap0", "master", "br0")
+    lab.run("nar", "ip", "link", "set", "ap0", "up")
+
+
+def routers(lab: Lab, tmp: Path) -> tuple[Node, Node, Path]:
+    ca = pki.make_ca("SEND lab CA", kind="rsa", prefixes=(IPv6Network("2001:db8::/32"),))
+    anchor = tmp / "send-ca.pem"
+    anchor.write_bytes(ca.cert_pem())
+    nodes = []
+    for host, prefix, extra in (
+        ("par", "2001:db8:10::/64",
+         f'[[neighbors]]\nap_lla = "02:00:00:00:00:20"\nnar_lla = "02:00:00:00:00:21"\n'
+         f'nar_address = "{NAR_ADDR}"\nnar_prefix = "2001:db8:20::/64"\n'),
+        ("nar", "2001:db8:20::/64", f'fmip_peers = ["{PAR_ADDR}"]\n'),
+    ):  # fmt: skip
+        router = pki.issue_send_router(ca, f"{host}.lab", (IPv6Network(prefix),))
+        d = Path(lab.daemon_dir(host, "ard"))
+        router.write(d / "router.pem", d / "router.key")
+        conf = (
+            f'interfaces = ["br0"]\nkey_file = "{d}/router.key"\ncert_file = "{d}/router.pem"\nsec = 0\n'
+            f"ra_interval_s = 3\n{extra}"
+        )
+        nodes.append(Node(lab, host, "ard", conf))
+    return nodes[0], nodes[1], anchor
+
+
+def wait(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def fmip_lab(lab_factory: Callable[..., Lab]) -> Lab:
+    lab = lab_factory(TOPO)
+    bridges(lab)
+    return lab
+
+
+def test_fast_handover_with_handover_key(fmip_lab: Lab, tmp_path: Path) -> None:
+    lab = fmip_lab
+    par, nar, anchor = routers(lab, tmp_path)
+    mn = Node(lab, "mn", "mobiled", f'[fmip]\ninterface = "eth0"\ntrust_anchors = ["{anchor}"]\nsec = 1\n')
+    keys = wait(lambda: mn.ctl("fmip.keys"), 30, "a handover key from the PAR")
+    k = keys[0]
+    assert k["ar"] == PAR_ADDR and IPv6Address(k["cga"]) in IPv6Network("2001:db8:10::/64")
+    assert [n[1:] for n in k["nars"]] == [[NAR_ADDR, "2001:db8:20::/64"]]
+    st = mn.ctl("fmip.status")
+    assert st["counters"]["path_validated"] >= 1 and st["counters"]["hk_obtained"] == 1
+    pcoa = k["cga"]
+    assert [x["cga"] for x in par.ctl("keys")] == [pcoa]
+
+    # kill -9 of the PAR's ard: the key is kept, and the FBU below verifies with it
+    par.daemon.kill()
+    par.start()
+    assert [x["cga"] for x in par.ctl("keys")] == [pcoa]
+
+    out = tmp_path / "probe.json"
+    rx = lab.popen("mn", [sys.executable, "-m", "tests.support.probe", "recv", "9999", "9", str(out)])
+    time.sleep(0.5)
+    tx = lab.popen("cn", [sys.executable, "-m", "tests.support.probe", "send", pcoa, "9999", "100", "7"])
+    time.sleep(2.0)
+    fb = mn.ctl("fmip.handover", timeout=8)
+    assert fb["status"] == 0 and fb["pcoa"] == pcoa and IPv6Address(fb["ncoa"]) in IPv6Network("2001:db8:20::/64")
+    fwd = par.ctl("forwarding")
+    assert [(f["pcoa"], f["ncoa"]) for f in fwd] == [(pcoa, fb["ncoa"])]
+    move(lab)
+    mn.ctl("fmip.attached", ncoa=fb["ncoa"])
+    tx.wait(15)
+    rx.wait(15)
+    got = json.loads(out.read_text())
+    stats = par.ctl("stats")
+    print(f"probe: {len(got)} received of ~700, forwarded by the PAR {stats.get('fwd_packets', 0)}")
+    assert stats["fbu_accepted"] == 1 and stats.get("fwd_packets", 0) > 100
+    assert nar.ctl("stats")["hi_answered"] >= 1
+    after = [n for n in got if n > 300]  # sent after the move, arrived through the tunnel
+    assert len(after) > 100
+    lost = sorted(set(range(min(got), max(got) + 1)) - set(got))
+    print(f"probe: lost {len(lost)} datagrams: {lost[:20]}")
+    assert len(lost) <= 5, f"lost {lost}"
+
+    pcaps = lab.stop_captures()
+    mn_pcap = next(p for p in pcaps if p.name.startswith("mn-eth0"))
+    bb_pcap = next(p for p in pcaps if p.name.startswith("par-eth2"))
+    mh_types = {r[0] for r in tshark_fields(mn_pcap, "mipv6", ["mip6.mhtype"]) if r}
+    assert {"8", "9"} <= mh_types  # FBU, FBack
+    assert {r[0] for r in tshark_fields(bb_pcap, "mipv6", ["mip6.mhtype"]) if r} >= {"14", "15"}  # HI, HAck
+    for p in pcaps:
+        assert not unexplained_errors(p), p
