@@ -1,0 +1,282 @@
+"""RFC 5269 / RFC 5568 in memory with the real engines on both sides: mobiled's FmipClient learns a
+certified router from its signed RA (CPS/CPA), obtains a handover key from ArdEngine, and its FBU
+makes the PAR's FmipEngine run HI/HAck and forward. Every forgery changes no key record and no
+forwarding state."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import replace
+from ipaddress import IPv6Address, IPv6Network
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ard.engine import ArdEngine, Neighbor, RouterIdentity
+from ard.fmip import FmipEngine, Forwarding, Send
+from mobiled.fmip import FastHandover, FmipClient, HandoverKey, IcmpSend, MhSend, RouterFound
+from mobility.crypto import cga, hk, sendsig
+from mobility.engine import Notify, Persist
+from mobility.lab import pki
+from mobility.wire import mh, nd
+
+NOW = dt.datetime.now(dt.UTC).timestamp()
+PAR_GLOBAL, NAR = IPv6Address("2001:db8:10::1"), IPv6Address("2001:db8:20::1")
+PREFIX, NAR_PREFIX = IPv6Network("2001:db8:10::/64"), IPv6Network("2001:db8:20::/64")
+
+
+def router_identity(issued: pki.Issued, prefix: IPv6Network = PREFIX) -> RouterIdentity:
+    key = issued.key
+    assert isinstance(key, rsa.RSAPrivateKey)
+    addr, params = cga.generate(IPv6Network("fe80::/64"), sendsig.public_der(key.public_key()), 0, os.urandom)
+    der = issued.cert.public_bytes(serialization.Encoding.DER)
+    return RouterIdentity(key, addr, params.encode(), bytes.fromhex("020000000001"), (der,), prefix, PAR_GLOBAL)
+
+
+@pytest.fixture(scope="module")
+def pkiset() -> dict[str, Any]:
+    ca = pki.make_ca("SEND CA", kind="rsa", prefixes=(IPv6Network("2001:db8::/32"),))
+    other_ca = pki.make_ca("rogue CA", kind="rsa", prefixes=(IPv6Network("2001:db8::/32"),))
+    return {
+        "ca": ca,
+        "par": router_identity(pki.issue_send_router(ca, "par", (PREFIX,))),
+        "rogue": router_identity(pki.issue_send_router(other_ca, "rogue", (PREFIX,))),
+        "mn_key": rsa.generate_private_key(65537, 1024),
+    }
+
+
+class World:
+    """One PAR (ArdEngine + FmipEngine) and one MN (FmipClient), messages passed by hand."""
+
+    def __init__(self, p: dict[str, Any], router: RouterIdentity | None = None) -> None:
+        self.router = router or p["par"]
+        nar = Neighbor(bytes.fromhex("0200000000aa"), bytes.fromhex("020000000002"), NAR, NAR_PREFIX)
+        self.ard = ArdEngine(router=self.router, rand=os.urandom, neighbors=(nar,))
+        self.fmip = FmipEngine(self.ard, nar_peers={NAR: NAR_PREFIX})
+        self.mn = FmipClient(p["mn_key"], (p["ca"].cert,), os.urandom, lla=bytes.fromhex("02000000000c"))
+        self.mn_ll = IPv6Address("fe80::c")
+        der = sendsig.public_der(p["mn_key"].public_key())
+        self.pcoa, params = cga.generate(PREFIX, der, 0, os.urandom)
+        self.params = params.encode()
+        self.ncoa = cga.address(NAR_PREFIX, replace(params, prefix=NAR_PREFIX.network_address.packed[:8]), 0)
+
+    def to_mn(self, data: bytes, dst: IPv6Address, now: float = NOW) -> tuple[list[Any], list[IcmpSend]]:
+        return self.mn.icmp(data, self.router.address, dst, 255, now)
+
+    def cps_round(self, sends: list[IcmpSend], now: float = NOW) -> list[Any]:
+        """Answer the MN's CPS with the PAR's CPAs; returns the MN's actions."""
+        acts: list[Any] = []
+        for s in sends:
+            assert s.data[0] == nd.IcmpType.CPS
+            for dst, cpa in self.ard.certification_path(s.data, self.mn_ll, 255, now):
+                a, more = self.mn.icmp(cpa, self.router.address, dst, 255, now)
+                acts += a
+                assert not more
+        return acts
+
+    def learn_router(self) -> list[Any]:
+        ra = self.ard.router_advertisement(IPv6Address("ff02::1"), b"", NOW)
+        acts, sends = self.to_mn(ra, IPv6Address("ff02::1"))
+        assert not acts and len(sends) == 1  # parked, CPS sent
+        return self.cps_round(sends)
+
+    def get_key(self) -> HandoverKey:
+        acts = self.learn_router()
+        assert any(isinstance(a, Notify) and isinstance(a.event, RouterFound) for a in acts)
+        sol = self.mn.rtsolpr(self.router.address, self.pcoa, self.params, NOW)
+        _, adv = self.ard.rtsolpr(sol.data, self.pcoa, self.router.address, 255, now=NOW)
+        assert adv is not None
+        acts, _ = self.to_mn(adv, self.pcoa)
+        keys = [a.record for a in acts if isinstance(a, Persist) and isinstance(a.record, HandoverKey)]
+        assert len(keys) == 1
+        return keys[0]
+
+    def fbu_packet(self, send: MhSend) -> mh.MhPacket:
+        return mh.parse_ipv6_mh(mh.build_ipv6(send.src, send.dst, send.payload, send.next_header))
+
+    def state(self) -> tuple[Any, ...]:
+        return dict(self.ard.keys), dict(self.fmip.forwarding), dict(self.fmip.seqs), dict(self.fmip.pending)
+
+
+def test_key_then_fbu_hi_hack_fback_and_forwarding(pkiset: dict[str, Any]) -> None:
+    w = World(pkiset)
+    k = w.get_key()
+    assert (k.ar, k.cga) == (str(PAR_GLOBAL), str(w.pcoa))  # indexed by (AR address, own CGA) (§3.3)
+    assert k.key == w.ard.keys[str(w.pcoa)].key and k.nars == (("0200000000aa", str(NAR), str(NAR_PREFIX)),)
+    send = w.mn.fbu(PAR_GLOBAL, w.pcoa, w.ncoa, NOW)
+    acts, out = w.fmip.fbu(w.fbu_packet(send), NOW)
+    assert len(out) == 1 and out[0].dst == NAR  # HI to the NAR, nothing forwarded yet
+    hi = mh.MhMessage.decode(out[0].data, out[0].src, out[0].dst)
+    assert hi.mh_type == mh.MhType.HI and mh.Hi.of(hi).code == 0  # the FBU came from the PCoA
+    assert {(o.code, o.address) for o in hi.options if isinstance(o, mh.MhIpPrefix)} == {(1, w.pcoa), (2, w.ncoa)}
+    assert not w.fmip.forwarding
+    hack = mh.message(mh.Hack(mh.Hi.of(hi).seq, mh.HackCode.ACCEPTED)).encode(NAR, out[0].src)
+    acts, fbacks = w.fmip.hack(NAR, mh.MhMessage.decode(hack), NOW + 0.01)
+    assert [type(a.record) for a in acts if isinstance(a, Persist)] == [Forwarding]
+    assert w.fmip.forwarding[str(w.pcoa)].ncoa == str(w.ncoa)
+    assert {s.dst for s in fbacks} == {w.ncoa, w.pcoa}  # predictive: to both (RFC 5568 §6.2.3)
+    acts = w.mn.fback(fbacks[0].src, fbacks[0].dst, fbacks[0].data, NOW)
+    ev = [a.event for a in acts if isinstance(a, Notify)]
+    assert isinstance(ev[0], FastHandover) and ev[0].status == 0 and ev[0].lifetime == 10
+    # forwarding ends: the PAR discards the key (RFC 5269 §3.6)
+    acts, _ = w.fmip.expire(NOW + 11)
+    assert not w.fmip.forwarding and str(w.pcoa) not in w.ard.keys
+
+
+def forged_fbu(w: World, kind: str) -> mh.MhPacket:
+    send = w.mn.fbu(PAR_GLOBAL, w.pcoa, w.ncoa, NOW)
+    if kind == "wrong_mac":
+        good = w.mn.keys[(str(PAR_GLOBAL), str(w.pcoa))]
+        w.mn.keys[(good.ar, good.cga)] = replace(good, key=os.urandom(32))
+        send = w.mn.fbu(PAR_GLOBAL, w.pcoa, w.ncoa, NOW)
+        w.mn.keys[(good.ar, good.cga)] = good
+    elif kind == "unknown_cga":
+        stranger = IPv6Address("2001:db8:10::dead")
+        k = w.mn.keys[(str(PAR_GLOBAL), str(w.pcoa))]
+        w.mn.keys[(str(PAR_GLOBAL), str(stranger))] = replace(k, cga=str(stranger))
+        send = w.mn.fbu(PAR_GLOBAL, stranger, w.ncoa, NOW)
+    elif kind == "tampered":
+        p = bytearray(send.payload)
+        p[24 + 11] ^= 1  # the FBU Lifetime's low octet (after 24 octets of dstopts, MH offset 11)
+        send = replace(send, payload=bytes(p))
+        data = mh.build_ipv6(send.src, send.dst, send.payload, send.next_header)
+        fixed = mh.with_checksum(w.pcoa, PAR_GLOBAL, data[40 + 24 :])  # keep the checksum right
+        return mh.parse_ipv6_mh(data[: 40 + 24] + fixed)
+    elif kind == "no_hoa":
+        pkt = w.fbu_packet(send)
+        return replace(pkt, home=None)
+    elif kind == "spi":
+        pkt = w.fbu_packet(send)
+        badf = pkt.mh.options[-1]
+        assert isinstance(badf, mh.Badf)
+        return replace(pkt, mh=replace(pkt.mh, options=(*pkt.mh.options[:-1], replace(badf, spi=7))))
+    return w.fbu_packet(send)
+
+
+@pytest.mark.parametrize("kind", ["wrong_mac", "unknown_cga", "tampered", "no_hoa", "spi"])
+def test_forged_fbus_change_nothing(pkiset: dict[str, Any], kind: str) -> None:
+    w = World(pkiset)
+    w.get_key()
+    pkt = forged_fbu(w, kind)
+    before = w.state()
+    acts, out = w.fmip.fbu(pkt, NOW)
+    assert out == [] and not any(isinstance(a, Persist) for a in acts)
+    assert w.state() == before
+    assert sum(v for c, v in w.ard.counters.items() if c.startswith("drop_fbu")) == 1
+
+
+def test_replayed_fbu_changes_nothing(pkiset: dict[str, Any]) -> None:
+    w = World(pkiset)
+    w.get_key()
+    pkt = w.fbu_packet(w.mn.fbu(PAR_GLOBAL, w.pcoa, w.ncoa, NOW))
+    _, out = w.fmip.fbu(pkt, NOW)
+    assert len(out) == 1
+    before = w.state()
+    _acts, out = w.fmip.fbu(pkt, NOW + 1)  # the same FBU again: its sequence number is not newer
+    assert out == [] and w.state() == before and w.ard.counters["drop_fbu_replayed_seq"] == 1
+
+
+def test_hack_from_elsewhere_and_hi_from_strangers(pkiset: dict[str, Any]) -> None:
+    w = World(pkiset)
+    w.get_key()
+    _, out = w.fmip.fbu(w.fbu_packet(w.mn.fbu(PAR_GLOBAL, w.pcoa, w.ncoa, NOW)), NOW)
+    seq = mh.Hi.of(mh.MhMessage.decode(out[0].data)).seq
+    hack = mh.MhMessage.decode(mh.message(mh.Hack(seq, 0)).encode(NAR, PAR_GLOBAL))
+    before = w.state()
+    _acts, sent = w.fmip.hack(IPv6Address("2001:db8:66::1"), hack, NOW)  # not the NAR we asked
+    assert sent == [] and w.state() == before
+    hi = mh.MhMessage.decode(mh.message(mh.Hi(1, 0)).encode(PAR_GLOBAL, NAR))
+    nar = FmipEngine(w.ard, par_peers=frozenset({PAR_GLOBAL}), own_prefixes=(NAR_PREFIX,))
+    assert nar.hi(IPv6Address("2001:db8:66::1"), NAR, hi)[1] == []
+    _, answer = nar.hi(PAR_GLOBAL, NAR, hi)
+    assert mh.Hack.of(mh.MhMessage.decode(answer[0].data)).code == mh.HackCode.NCOA_INVALID  # no NCoA option
+
+
+def test_hi_timeout_refuses_with_an_authenticated_fback(pkiset: dict[str, Any]) -> None:
+    w = World(pkiset)
+    w.get_key()
+    w.fmip.fbu(w.fbu_packet(w.mn.fbu(PAR_GLOBAL, w.pcoa, w.ncoa, NOW)), NOW)
+    sends: list[Send] = []
+    t = NOW
+    for _ in range(6):
+        t += 2
+        sends += w.fmip.expire(t)[1]
+    assert [s.dst for s in sends].count(NAR) == 3  # HI_RETRIES
+    fback = next(s for s in sends if s.dst == w.ncoa)
+    ev = [a.event for a in w.mn.fback(fback.src, fback.dst, fback.data, t) if isinstance(a, Notify)]
+    assert isinstance(ev[0], FastHandover) and ev[0].status == mh.FbackStatus.UNSPECIFIED
+    assert not w.fmip.forwarding
+
+
+def test_prrtadv_with_a_nonce_never_sent_is_dropped(pkiset: dict[str, Any]) -> None:
+    w = World(pkiset)
+    w.learn_router()
+    other = FmipClient(pkiset["mn_key"], (pkiset["ca"].cert,), os.urandom)
+    sol = other.rtsolpr(w.router.address, w.pcoa, w.params, NOW)  # a solicitation our MN never sent
+    _, adv = w.ard.rtsolpr(sol.data, w.pcoa, w.router.address, 255, now=NOW)
+    assert adv is not None
+    acts, _ = w.to_mn(adv, w.pcoa)
+    assert not w.mn.keys and not any(isinstance(a, Persist) for a in acts)
+    assert w.mn.counters["drop_prrtadv_unmatched_nonce"] == 1
+
+
+def test_prrtadv_signed_by_an_uncertified_key_is_dropped(pkiset: dict[str, Any]) -> None:
+    """A router whose path leads to an anchor we do not trust: its RA and PrRtAdv wait for a path that
+    never validates; no router, no key."""
+    w = World(pkiset, router=pkiset["rogue"])
+    acts = w.learn_router()
+    assert not any(isinstance(a, Notify) and isinstance(a.event, RouterFound) for a in acts)
+    assert any(c.startswith("drop_cpa_path_invalid") for c in w.mn.counters)
+    sol = w.mn.rtsolpr(w.router.address, w.pcoa, w.params, NOW)
+    _, adv = w.ard.rtsolpr(sol.data, w.pcoa, w.router.address, 255, now=NOW)
+    assert adv is not None
+    acts, sends = w.to_mn(adv, w.pcoa)
+    acts += w.cps_round(sends)
+    assert not w.mn.keys and not any(isinstance(a, Persist) for a in acts)
+
+
+def test_prrtadv_signed_by_another_key_than_the_certified_one(pkiset: dict[str, Any]) -> None:
+    """The path is cached, but the PrRtAdv comes from a CGA of another key (an impostor on the link)."""
+    w = World(pkiset)
+    w.get_key()
+    w.mn.keys.clear()
+    impostor_key = rsa.generate_private_key(65537, 1024)
+    der = sendsig.public_der(impostor_key.public_key())
+    _addr, params = cga.generate(IPv6Network("fe80::/64"), der, 0, os.urandom)
+    impostor = replace(w.router, key=impostor_key, cga_params=params.encode(), address=w.router.address)
+    w2 = ArdEngine(router=impostor, rand=os.urandom)
+    sol = w.mn.rtsolpr(w.router.address, w.pcoa, w.params, NOW)
+    _, adv = w2.rtsolpr(sol.data, w.pcoa, w.router.address, 255, now=NOW)
+    assert adv is not None
+    acts, _ = w.to_mn(adv, w.pcoa)  # the source is not a CGA of the impostor's key: SEND-invalid
+    assert not w.mn.keys and not any(isinstance(a, Persist) for a in acts)
+    assert any(c.startswith("drop_nd_") for c in w.mn.counters)
+
+
+def test_hk_encryption_key_rotates_after_hkepk_handovers(pkiset: dict[str, Any]) -> None:
+    w = World(pkiset)
+    w.get_key()
+    w.mn.hkepk_handovers = 2
+    first = w.mn.enc_key
+    for _ in range(2):
+        w.mn.fbu(PAR_GLOBAL, w.pcoa, w.ncoa, NOW)
+    w.mn.rtsolpr(w.router.address, w.pcoa, w.params, NOW)
+    assert w.mn.enc_key is not first and w.mn.enc_handovers == 0
+    assert w.mn.enc_key is not None
+    assert sendsig.public_der(w.mn.enc_key.public_key()) != sendsig.public_der(pkiset["mn_key"].public_key())
+
+
+def test_fback_with_a_bad_mac_is_dropped(pkiset: dict[str, Any]) -> None:
+    w = World(pkiset)
+    k = w.get_key()
+    w.mn.fbu(PAR_GLOBAL, w.pcoa, w.ncoa, NOW)
+    seq = w.mn._seq
+    draft = mh.message(mh.Fback(0, seq, 10), (mh.Badf(0, bytes(12)),))
+    bad = hk.authenticator(k.at, os.urandom(32), w.ncoa, PAR_GLOBAL, draft.badf_input())
+    data = mh.message(mh.Fback(0, seq, 10), (mh.Badf(0, bad),)).encode(PAR_GLOBAL, w.ncoa)
+    acts = w.mn.fback(PAR_GLOBAL, w.ncoa, data, NOW)
+    assert not any(isinstance(a, Notify) and isinstance(a.event, FastHandover) for a in acts)
+    assert w.mn.counters["drop_fback_bad_mac"] == 1
