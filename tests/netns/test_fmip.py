@@ -169,3 +169,21 @@ def test_fast_handover_with_handover_key(fmip_lab: Lab, tmp_path: Path) -> None:
     assert {r[0] for r in tshark_fields(bb_pcap, "mipv6", ["mip6.mhtype"]) if r} >= {"14", "15"}  # HI, HAck
     for p in pcaps:
         assert not unexplained_errors(p), p
+
+
+def test_forged_fbus_change_no_key_and_no_forwarding(lab_factory: Callable[..., Lab], tmp_path: Path) -> None:
+    lab = lab_factory(TOPO, bad=True)  # captures hold deliberately bad FBUs: *-bad.pcap
+    bridges(lab)
+    par, _nar, anchor = routers(lab, tmp_path)
+    mn = Node(lab, "mn", "mobiled", f'[fmip]\ninterface = "eth0"\ntrust_anchors = ["{anchor}"]\nsec = 0\n')
+    pcoa = wait(lambda: mn.ctl("fmip.keys"), 30, "a handover key from the PAR")[0]["cga"]
+    keys_before = [(x["cga"], x["at"]) for x in par.ctl("keys")]
+    ncoa = "2001:db8:20::77"
+    lab.run("mn", sys.executable, "-m", "tests.support.fbu_forge", pcoa, PAR_ADDR, ncoa)
+    stats = wait(lambda: (s := par.ctl("stats")).get("drop_fbu_unknown_cga") and s, 10, "the forged FBUs counted")
+    assert stats["drop_fbu_bad_mac"] == 1 and stats["drop_fbu_unknown_cga"] == 1
+    assert "fbu_accepted" not in stats and par.ctl("forwarding") == []
+    assert [(x["cga"], x["at"]) for x in par.ctl("keys")] == keys_before
+    # the genuine mobile node is unaffected: its FBU is still accepted
+    fb = mn.ctl("fmip.handover", timeout=8)
+    assert fb["status"] == 0 and [f["pcoa"] for f in par.ctl("forwarding")] == [pcoa]
