@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 CAPTURES := build/captures
 
-.PHONY: setup demo test test-host test-guest install lint bench-natt bench-ike clean
+.PHONY: setup demo test test-host test-guest install lint bench-natt bench-ike bench-send clean
 
 setup:
 	@bash scripts/setup.sh
@@ -38,6 +38,10 @@ bench-natt: setup
 
 bench-ike: setup
 	$(PY) -m bench.ike
+
+# CGA generation times, ard under a forged-RtSolPr flood (BENCH_SEND_SEC2_CAP, BENCH_SEND_RATE: bench/send.py)
+bench-send: setup
+	$(PY) -m bench.send
 
 clean:
 	rm -rf build

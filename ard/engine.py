@@ -1,9 +1,11 @@
 """The access router's handover-key engine (sans-I/O): SEND-protected RtSolPr in, signed PrRtAdv out,
 handover keys provisioned per RFC 5269 §3.2 and kept per CGA (§3.6).
 
-Order of work for each RtSolPr (STYLE.md §2.4; RFC 5269 §5): hop limit and per-source rate limit,
-parse, then SEND validation (CGA ownership, RSA signature, Timestamp window, Nonce present and not
-replayed). Only a valid request may create or return key state; an invalid one is still answered,
+Order of work for each RtSolPr (STYLE.md §2.4; RFC 5269 §5): hop limit, parse, then SEND validation
+(CGA ownership, RSA signature, Timestamp window, Nonce present and not replayed; verification is cheap
+next to signing), then the per-source rate limit for valid requests. Invalid ones share one global
+budget of signed refusals, so a forger spoofing a victim's address cannot use up the victim's rate.
+Only a valid request may create or return key state; an invalid one is still answered,
 without a Handover Key Reply, and changes nothing (§3.2). Unresolved solicitations leave no state
 beyond the bounded timestamp and nonce caches and the rate-limit buckets.
 """
@@ -117,8 +119,6 @@ class ArdEngine:
         """Returns (actions, PrRtAdv octets to unicast to `src`, or None to stay silent)."""
         if hop_limit != HOP_LIMIT:
             return self._refuse(src, "hop_limit"), None
-        if not self._allow(src, now):
-            return self._refuse(src, "rate_limited"), None
         try:
             msg = nd.NdMessage.decode(data)
         except DecodeError as e:
@@ -131,6 +131,10 @@ class ArdEngine:
             if not self._take(self._refusals, self.refusals_per_s, self.refusals_per_s, now):
                 return out, None  # forged floods from many sources must not buy a signature each
             return out, self._prrtadv(msg, src, nonce, None, now)  # answer, but no key (§3.2)
+        # The per-source limit counts only requests signed by that CGA's key: forgeries carrying a
+        # victim's address spend the global refusal budget above, never the victim's allowance.
+        if not self._allow(src, now):
+            return self._refuse(src, "rate_limited"), None
         req = _covered(msg, nd.HandoverKeyRequest)
         if not isinstance(req, nd.HandoverKeyRequest):
             self._count("rtsolpr_without_hk")

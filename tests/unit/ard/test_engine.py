@@ -129,6 +129,17 @@ def test_rate_limit_and_hop_limit(router: RouterIdentity, mn: dict[str, Any]) ->
     assert out is None and e.counters["drop_hop_limit"] == 1
 
 
+def test_forgeries_spoofing_a_victim_do_not_spend_its_rate(router: RouterIdentity, mn: dict[str, Any]) -> None:
+    """Found by bench-send: forged requests from the victim's address must not use up its allowance."""
+    e = engine(router)
+    for i in range(50):
+        wire = bytearray(request(mn, nonce=f"f{i:05d}".encode()))
+        wire[-5] ^= 1  # bad signature, victim's source address
+        ask(e, mn, bytes(wire))
+    _, adv = ask(e, mn, request(mn, nonce=b"valid1"))
+    assert adv is not None and isinstance(adv.first(nd.HandoverKeyReply), nd.HandoverKeyReply)
+
+
 def test_hk_encryption_key_must_match_the_cga_key(router: RouterIdentity, mn: dict[str, Any]) -> None:
     e = engine(router)
     weak = {**mn, "hkek": rsa.generate_private_key(65537, 2048)}  # not the CGA key's parameters
