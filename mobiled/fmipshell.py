@@ -57,6 +57,7 @@ class FmipShell:
         self.coa: dict[str, tuple[IPv6Address, bytes]] = {}  # prefix -> (care-of CGA, CGA Parameters)
         self.current: tuple[IPv6Address, IPv6Address] | None = None  # (router link-local, our CGA there)
         self.forwarded: dict[str, str] = {}  # PCoA -> PAR while FMIPv6 forwarding runs
+        self.collisions = 0
         self._waiters: list[asyncio.Future[FastHandover]] = []
         self._timer: asyncio.TimerHandle | None = None
         self.handlers = {
@@ -261,11 +262,31 @@ class FmipShell:
                 elif isinstance(ev, Dropped):
                     drop_log.debug(ev.what, "%s dropped: %s", ev.what, ev.reason)
 
+    async def _configure(self, prefix: IPv6Network) -> tuple[IPv6Address, bytes] | None:
+        """Our care-of CGA on the link, with Duplicate Address Detection: a collision raises the
+        collision count and the address is formed again; after three, stop with an error (RFC 3972
+        §4 step 8, RFC 3971 §5.1.3 for SEND's DAD)."""
+        _addr, raw = self.care_of(prefix)
+        base = cga.CgaParams.decode(raw)
+        loop = asyncio.get_running_loop()
+        for cc in range(cga.MAX_COLLISIONS):
+            params = cga.CgaParams(base.modifier, base.prefix, cc, base.public_key, base.extensions)
+            addr = cga.address(prefix, params, self.cfg.sec)
+            if await loop.run_in_executor(None, _add_with_dad, self.cfg.interface, addr):
+                self.coa[str(prefix)] = (addr, params.encode())
+                return self.coa[str(prefix)]
+            self.collisions += 1
+            log.warning("DAD failed for %s (collision count %d): forming the next address", addr, cc)
+        log.error("three address collisions on %s: no care-of CGA (RFC 3972 §4)", prefix)
+        return None
+
     async def _router_found(self, ev: RouterFound) -> None:
         """A certified router with an authorised prefix: our care-of CGA there, then the handover key."""
         assert self.client is not None
-        addr, params = self.care_of(IPv6Network(ev.prefix))
-        await asyncio.get_running_loop().run_in_executor(None, _add_address, self.cfg.interface, addr)
+        conf = await self._configure(IPv6Network(ev.prefix))
+        if conf is None:
+            return
+        addr, params = conf
         self.current = (IPv6Address(ev.link_local), addr)
         log.info("router %s (%s) on %s: care-of CGA %s", ev.link_local, ev.address, ev.prefix, addr)
         self._send([self.client.rtsolpr(IPv6Address(ev.link_local), addr, params, time.time())])
@@ -324,6 +345,7 @@ class FmipShell:
                         for r in self.client.routers.values()},
             "care_of": {p: str(a) for p, (a, _) in self.coa.items()},
             "forwarded": dict(self.forwarded),
+            "dad_collisions": self.collisions,
             "counters": dict(self.client.counters),
         }  # fmt: skip
 
@@ -378,9 +400,39 @@ def _lla(ifname: str) -> bytes:
 
 
 def _sysctl(ifname: str) -> None:
-    """The kernel must not autoconfigure from the RAs mobiled validates (SEND hosts use CGAs)."""
-    with open(f"/proc/sys/net/ipv6/conf/{ifname}/accept_ra", "w") as f:
-        f.write("0")
+    """The kernel must not autoconfigure from the RAs mobiled validates (SEND hosts use CGAs); it does
+    run DAD for the CGAs we add (one probe)."""
+    for name, value in (("accept_ra", "0"), ("accept_dad", "1"), ("dad_transmits", "1")):
+        with open(f"/proc/sys/net/ipv6/conf/{ifname}/{name}", "w") as f:
+            f.write(value)
+
+
+def _add_with_dad(ifname: str, address: IPv6Address, timeout: float = 5.0) -> bool:
+    """Add the address and wait for DAD: True when it is no longer tentative, False (address removed)
+    when the kernel marks it dadfailed."""
+    from pyroute2 import IPRoute
+
+    tentative, dadfailed = 0x40, 0x08  # IFA_F_TENTATIVE, IFA_F_DADFAILED
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        try:
+            ipr.addr("replace", index=idx, address=str(address), prefixlen=64)
+        except Exception as e:  # pyroute2 raises NetlinkError
+            log.warning("cannot add %s to %s: %s", address, ifname, e)
+            return False
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            found = [a for a in ipr.get_addr(family=socket.AF_INET6, index=idx)
+                     if a.get_attr("IFA_ADDRESS") == str(address)]  # fmt: skip
+            flags = (found[0].get_attr("IFA_FLAGS") or found[0]["flags"]) if found else dadfailed
+            if flags & dadfailed:
+                if found:
+                    ipr.addr("del", index=idx, address=str(address), prefixlen=64)
+                return False
+            if not flags & tentative:
+                return True
+            time.sleep(0.1)
+    return False
 
 
 def _link_up(ifname: str) -> None:

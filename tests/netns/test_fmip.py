@@ -187,3 +187,27 @@ def test_forged_fbus_change_no_key_and_no_forwarding(lab_factory: Callable[..., 
     # the genuine mobile node is unaffected: its FBU is still accepted
     fb = mn.ctl("fmip.handover", timeout=8)
     assert fb["status"] == 0 and [f["pcoa"] for f in par.ctl("forwarding")] == [pcoa]
+
+
+def test_cga_kept_across_restarts_and_dad_collision(lab_factory: Callable[..., Lab], tmp_path: Path) -> None:
+    """The MN keeps its CGA key and modifier in its state dir: after a restart it forms the same CGA.
+    When another node already holds that address, DAD fails and the collision count goes up
+    (RFC 3972 §4 step 8): a different CGA of the same key and modifier."""
+    lab = lab_factory(TOPO)
+    bridges(lab)
+    _par, _nar, anchor = routers(lab, tmp_path)
+    conf = f'[fmip]\ninterface = "eth0"\ntrust_anchors = ["{anchor}"]\nsec = 1\n'
+    mn = Node(lab, "mn", "mobiled", conf)
+    first = wait(lambda: mn.ctl("fmip.keys"), 30, "a handover key")[0]["cga"]
+    mn.daemon.stop()
+    lab.run("mn", "ip", "addr", "del", f"{first}/64", "dev", "eth0")
+    mn.start()
+    assert wait(lambda: mn.ctl("fmip.keys"), 30, "the key again")[0]["cga"] == first  # same CGA, no new search
+    mn.daemon.stop()
+    lab.run("mn", "ip", "addr", "del", f"{first}/64", "dev", "eth0")
+    lab.run("par", "ip", "addr", "add", f"{first}/128", "dev", "br0", "nodad")  # someone else holds it now
+    mn.start()
+    keys = wait(lambda: len(k := mn.ctl("fmip.keys")) == 2 and k, 30, "a key for the second CGA")
+    st = mn.ctl("fmip.status")
+    second = st["care_of"]["2001:db8:10::/64"]
+    assert second != first and st["dad_collisions"] == 1 and second in [k["cga"] for k in keys]
