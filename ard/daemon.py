@@ -292,8 +292,12 @@ class ArdDaemon(ServiceShell):
 
     def _send_mh(self, sends: list[Send]) -> None:
         assert self.mh_sock is not None
+        prefix = self.engine.router.prefix if self.engine is not None else None
         for s in sends:
-            info = s.src.packed + struct.pack("@I", 0)
+            # on-link destinations (the PCoA copy of an FBack) leave by the access link itself, not by
+            # the /128 route into the forwarding TUN that the same FBack has just installed
+            oif = self.ifindex if prefix is not None and s.dst in prefix else 0
+            info = s.src.packed + struct.pack("@I", oif)
             try:
                 self.mh_sock.sendmsg([s.data], [(socket.IPPROTO_IPV6, IPV6_PKTINFO, info)], 0, (str(s.dst), 0))
             except OSError as e:

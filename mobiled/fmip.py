@@ -410,9 +410,12 @@ class FmipClient:
                     del self._fbu[key]
                     acts += self._drop("fbu", "unanswered")  # no fast handover support (RFC 5568 §4)
                     continue
-                p.tries += 1
-                p.next_at = now + 2.0**p.tries
-                mhs.append(p.send)
+                # a retransmission is a new FBU with a newer sequence number (RFC 6275 §11.8)
+                again = self.fbu(p.par, p.pcoa, p.ncoa, now)
+                self.enc_handovers -= 1  # the same handover
+                q = self._fbu[key]
+                q.tries, q.next_at = p.tries + 1, now + 2.0 ** (p.tries + 1)
+                mhs.append(again)
         for k in list(self.keys.values()):
             if k.expires <= now:
                 del self.keys[(k.ar, k.cga)]

@@ -58,6 +58,7 @@ class FmipShell:
         self.current: tuple[IPv6Address, IPv6Address] | None = None  # (router link-local, our CGA there)
         self.forwarded: dict[str, str] = {}  # PCoA -> PAR while FMIPv6 forwarding runs
         self.collisions = 0
+        self.configured: set[str] = set()  # care-of CGAs that passed DAD
         self._waiters: list[asyncio.Future[FastHandover]] = []
         self._timer: asyncio.TimerHandle | None = None
         self.handlers = {
@@ -274,6 +275,7 @@ class FmipShell:
             addr = cga.address(prefix, params, self.cfg.sec)
             if await loop.run_in_executor(None, _add_with_dad, self.cfg.interface, addr):
                 self.coa[str(prefix)] = (addr, params.encode())
+                self.configured.add(str(addr))
                 return self.coa[str(prefix)]
             self.collisions += 1
             log.warning("DAD failed for %s (collision count %d): forming the next address", addr, cc)
@@ -346,6 +348,7 @@ class FmipShell:
             "care_of": {p: str(a) for p, (a, _) in self.coa.items()},
             "forwarded": dict(self.forwarded),
             "dad_collisions": self.collisions,
+            "configured": sorted(self.configured),
             "counters": dict(self.client.counters),
         }  # fmt: skip
 

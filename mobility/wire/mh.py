@@ -14,7 +14,7 @@ the last option, the Authenticator is simply the rest of the header (specs/fmipv
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from ipaddress import IPv6Address
 from typing import ClassVar
@@ -220,6 +220,7 @@ class MhMessage:
     fixed: bytes  # the type-specific fixed part (FIXED_LEN octets)
     options: tuple[MhOption, ...] = ()
     checksum: int = 0  # as received
+    raw: bytes = field(default=b"", compare=False, repr=False)  # the octets as received
 
     def encode_zeroed(self) -> bytes:
         """The whole header with the checksum field zero."""
@@ -235,7 +236,9 @@ class MhMessage:
 
     @classmethod
     def decode(cls, data: bytes, src: IPv6Address | None = None, dst: IPv6Address | None = None) -> MhMessage:
-        """With `src`/`dst`, the checksum is verified (RFC 6275 §9.2: a bad one is silently dropped)."""
+        """With `src` and `dst`, the checksum is verified (RFC 6275 §9.2: a bad one is silently dropped)."""
+        if (src is None) != (dst is None):
+            raise ValueError("give both addresses of the pseudo-header, or neither")
         r = Reader(data, PROTO)
         proto, hlen, mtype, _res, csum = (
             r.u8("payload_proto"),
@@ -254,7 +257,7 @@ class MhMessage:
         if src is not None and dst is not None and not l4_checksum_ok(src.packed, dst.packed, IPPROTO_MH, data):
             raise r.fail("checksum", "does not verify", 4)
         fixed = r.take(n, "message")
-        return cls(mtype, fixed, decode_options(r), csum)
+        return cls(mtype, fixed, decode_options(r), csum, data)
 
     def first(self, kind: type[MhOption]) -> MhOption | None:
         return next((o for o in self.options if type(o) is kind), None)
@@ -265,6 +268,8 @@ class MhMessage:
         b = self.options[-1] if self.options else None
         if not isinstance(b, Badf):
             raise ValueError("no BADF option last")
+        if self.raw:  # received: exactly the octets that arrived (any padding, either BADF Length reading)
+            return self.raw[:4] + b"\x00\x00" + self.raw[6 : len(self.raw) - len(b.authenticator)]
         return self.encode_zeroed()[: -len(b.authenticator)]
 
 
