@@ -32,6 +32,7 @@ from mobility.engine import Action, Notify, Persist
 from mobility.service.config import read_secret_file
 from mobility.service.control import ControlConnection
 from mobility.service.logging import RateLimitedLog
+from mobility.service.netif import add_address_nodad, icmp6_filter, link_layer_address, link_up
 from mobility.service.runner import DaemonContext
 from mobility.service.shell import ServiceShell
 from mobility.service.state import StateStore
@@ -44,14 +45,6 @@ ICMP6_FILTER = 1
 IPV6_RECVHOPLIMIT, IPV6_HOPLIMIT = 51, 52
 IPV6_RECVPKTINFO, IPV6_PKTINFO = 49, 50
 ETH_P_IPV6, PACKET_OUTGOING = 0x86DD, 4
-
-
-def icmp6_filter(allowed: tuple[int, ...]) -> bytes:
-    """struct icmp6_filter: a set bit blocks the type (linux/icmpv6.h)."""
-    words = [0xFFFFFFFF] * 8
-    for t in allowed:
-        words[t >> 5] &= ~(1 << (t & 31))
-    return struct.pack("=8I", *words)
 
 
 class ArdDaemon(ServiceShell):
@@ -84,7 +77,7 @@ class ArdDaemon(ServiceShell):
         ifname = c.interfaces[0]
         address, params = self._router_cga(key)
         # pyroute2's synchronous IPRoute runs its own loop: use it from a worker thread
-        await asyncio.get_running_loop().run_in_executor(None, _add_address, ifname, address)
+        await asyncio.get_running_loop().run_in_executor(None, add_address_nodad, ifname, address)
         neighbors = tuple(
             Neighbor(
                 bytes.fromhex(n.ap_lla.replace(":", "")),
@@ -104,7 +97,13 @@ class ArdDaemon(ServiceShell):
         prefix, glob = await asyncio.get_running_loop().run_in_executor(None, _link_prefix, ifname, c.prefix)
         self.engine = ArdEngine(
             router=RouterIdentity(
-                key, address, params.encode(), _lla(ifname), certs=certs, prefix=prefix, global_address=glob
+                key,
+                address,
+                params.encode(),
+                link_layer_address(ifname),
+                certs=certs,
+                prefix=prefix,
+                global_address=glob,
             ),
             rand=os.urandom,
             neighbors=neighbors,
@@ -225,7 +224,7 @@ class ArdDaemon(ServiceShell):
         loop.add_reader(p.fileno(), self._on_packet)
         self.pkt_sock = p
         self.tun = TunDevice(self.cfg.tunnel_name)
-        await loop.run_in_executor(None, _link_up, self.cfg.tunnel_name)
+        await loop.run_in_executor(None, link_up, self.cfg.tunnel_name)
         loop.add_reader(self.tun.fd, self._on_tun)
         self.tun_out = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 41)  # IPv6-in-IPv6 (RFC 2473)
         self.tun_out.setblocking(False)
@@ -447,25 +446,6 @@ class ArdDaemon(ServiceShell):
         }
 
 
-def _lla(ifname: str) -> bytes:
-    try:
-        with open(f"/sys/class/net/{ifname}/address") as f:
-            return bytes.fromhex(f.read().strip().replace(":", ""))
-    except OSError:
-        return b""
-
-
-def _add_address(ifname: str, address: IPv6Address) -> None:
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=ifname)[0]
-        try:
-            ipr.addr("replace", index=idx, address=str(address), prefixlen=64, flags=0x02)  # IFA_F_NODAD
-        except Exception as e:  # pyroute2 raises NetlinkError
-            log.warning("cannot add %s to %s: %s", address, ifname, e)
-
-
 _ROUTES = concurrent.futures.ThreadPoolExecutor(1, "ard-routes")
 
 
@@ -478,13 +458,6 @@ def _route(op: str, pcoa: str, tun: str) -> None:
             ipr.route(op, dst=f"{pcoa}/128", oif=idx, family=socket.AF_INET6)
         except Exception as e:  # pyroute2 raises NetlinkError
             log.warning("route %s %s via %s: %s", op, pcoa, tun, e)
-
-
-def _link_up(ifname: str) -> None:
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
 
 
 def _link_prefix(ifname: str, prefix: IPv6Network | None) -> tuple[IPv6Network | None, IPv6Address | None]:

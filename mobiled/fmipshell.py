@@ -33,6 +33,7 @@ from mobility.dataplane.userspace import TunDevice
 from mobility.engine import Action, Notify, Persist
 from mobility.service.control import ControlConnection
 from mobility.service.logging import RateLimitedLog
+from mobility.service.netif import add_address_nodad, icmp6_filter, link_layer_address, link_up
 from mobility.service.state import StateStore
 from mobility.wire import mh, nd
 
@@ -82,7 +83,7 @@ class FmipShell:
             key,
             anchors,
             os.urandom,
-            lla=_lla(c.interface),
+            lla=link_layer_address(c.interface),
             at=c.algorithm,
             fbu_lifetime=c.fbu_lifetime_s,
             hkepk_lifetime_s=c.hkepk_lifetime_s,
@@ -91,7 +92,7 @@ class FmipShell:
         self.client.restore(list(self.store.all("hk").values()))
         await loop.run_in_executor(None, _sysctl, c.interface)
         s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-        s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, _filter((134, 149, 154)))
+        s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter((134, 149, 154)))
         s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
         s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
@@ -110,7 +111,7 @@ class FmipShell:
         self.t41.setblocking(False)
         loop.add_reader(self.t41.fileno(), self._on_tunnel)
         self.tun = TunDevice(c.tunnel_name)
-        await loop.run_in_executor(None, _link_up, c.tunnel_name)
+        await loop.run_in_executor(None, link_up, c.tunnel_name)
         self._send([IcmpSend(None, IPv6Address("ff02::2"), b"")])  # RS (built in _send)
         self._rearm()
         log.info("SEND/FMIPv6 on %s: %d trust anchor(s), %d handover key(s) restored", c.interface, len(anchors),
@@ -366,7 +367,7 @@ class FmipShell:
         if not nars:
             raise ValueError("the PrRtAdv named no such new access router")
         ncoa, _params = self.care_of(IPv6Network(nars[0][2]))
-        await asyncio.get_running_loop().run_in_executor(None, _add_address, self.cfg.interface, ncoa)
+        await asyncio.get_running_loop().run_in_executor(None, add_address_nodad, self.cfg.interface, ncoa)
         fut: asyncio.Future[FastHandover] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         try:
@@ -385,21 +386,6 @@ class FmipShell:
         una = nd.neighbor_advertisement(ncoa, 0, (nd.TargetLla(self.client.lla),))
         self._send([IcmpSend(ncoa, dst, una.encode(ncoa, dst))])
         return {"una": str(ncoa)}
-
-
-def _filter(allowed: tuple[int, ...]) -> bytes:
-    words = [0xFFFFFFFF] * 8
-    for t in allowed:
-        words[t >> 5] &= ~(1 << (t & 31))
-    return struct.pack("=8I", *words)
-
-
-def _lla(ifname: str) -> bytes:
-    try:
-        with open(f"/sys/class/net/{ifname}/address") as f:
-            return bytes.fromhex(f.read().strip().replace(":", ""))
-    except OSError:
-        return b""
 
 
 def _sysctl(ifname: str) -> None:
@@ -436,21 +422,3 @@ def _add_with_dad(ifname: str, address: IPv6Address, timeout: float = 5.0) -> bo
                 return True
             time.sleep(0.1)
     return False
-
-
-def _link_up(ifname: str) -> None:
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
-
-
-def _add_address(ifname: str, address: IPv6Address) -> None:
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=ifname)[0]
-        try:
-            ipr.addr("replace", index=idx, address=str(address), prefixlen=64, flags=0x02)  # IFA_F_NODAD
-        except Exception as e:  # pyroute2 raises NetlinkError
-            log.warning("cannot add %s to %s: %s", address, ifname, e)
