@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import os
 import socket
-import struct
 import time
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any
@@ -29,10 +29,11 @@ from ard.fmip import FbuSeq, FmipDropped, FmipEngine, Forwarding, ForwardingEnde
 from mobility.crypto import cga, ikeauth, sendsig
 from mobility.dataplane.userspace import TunDevice
 from mobility.engine import Action, Notify, Persist
+from mobility.service import netif
 from mobility.service.config import read_secret_file
 from mobility.service.control import ControlConnection
 from mobility.service.logging import RateLimitedLog
-from mobility.service.netif import add_address_nodad, icmp6_filter, link_layer_address, link_up
+from mobility.service.netif import add_address_nodad, link_layer_address, link_up
 from mobility.service.runner import DaemonContext
 from mobility.service.shell import ServiceShell
 from mobility.service.state import StateStore
@@ -41,9 +42,6 @@ from mobility.wire.buffer import DecodeError
 
 log = logging.getLogger("ard")
 drop_log = RateLimitedLog(logging.getLogger("ard.drops"))
-ICMP6_FILTER = 1
-IPV6_RECVHOPLIMIT, IPV6_HOPLIMIT = 51, 52
-IPV6_RECVPKTINFO, IPV6_PKTINFO = 49, 50
 ETH_P_IPV6, PACKET_OUTGOING = 0x86DD, 4
 
 
@@ -75,7 +73,7 @@ class ArdDaemon(ServiceShell):
             raise ValueError("the router key must be RSA (RFC 3971 §5.2)")
         self.store = StateStore(self.ctx.state_dir / "ard.sqlite")
         ifname = c.interfaces[0]
-        address, params = self._router_cga(key)
+        address, params = await self._router_cga(key)
         # pyroute2's synchronous IPRoute runs its own loop: use it from a worker thread
         await asyncio.get_running_loop().run_in_executor(None, add_address_nodad, ifname, address)
         neighbors = tuple(
@@ -130,8 +128,9 @@ class ArdDaemon(ServiceShell):
             ifname, address, prefix, len(certs), len(self.engine.keys), len(self.fmip.forwarding),
         )  # fmt: skip
 
-    def _router_cga(self, key: Any) -> tuple[IPv6Address, cga.CgaParams]:
-        """The router's link-local CGA, generated once and kept (RFC 3972 §4)."""
+    async def _router_cga(self, key: Any) -> tuple[IPv6Address, cga.CgaParams]:
+        """The router's link-local CGA, generated once and kept (RFC 3972 §4); the modifier search runs
+        off the event loop (Sec 2 takes minutes)."""
         assert self.store is not None
         der = sendsig.public_der(key.public_key())
         rec = self.store.get("router", "cga")
@@ -139,67 +138,41 @@ class ArdDaemon(ServiceShell):
             params = cga.CgaParams.decode(bytes.fromhex(rec["params"]))
             address = IPv6Address(rec["address"])
         else:
-            address, params = cga.generate(IPv6Network("fe80::/64"), der, self.cfg.sec, os.urandom)
+            gen = functools.partial(cga.generate, IPv6Network("fe80::/64"), der, self.cfg.sec, os.urandom)
+            address, params = await asyncio.get_running_loop().run_in_executor(None, gen)
             self.store.put("router", "cga", {"address": str(address), "params": params.encode().hex()})
         return address, params
 
     def _open(self, ifname: str) -> None:
-        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-        s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter((133, 148, 154)))
-        s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
-        s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-        mreq = socket.inet_pton(socket.AF_INET6, "ff02::2") + struct.pack("@I", socket.if_nametoindex(ifname))
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)  # All-Routers (RtSolPr may go there)
-        s.setblocking(False)
-        asyncio.get_running_loop().add_reader(s.fileno(), self._on_icmp)
-        self.sock = s
+        # RS, CPS and RtSolPr; All-Routers joined (RtSolPr and RS may go there)
+        self.sock = netif.nd_socket(ifname, (133, 148, 154), ("ff02::2",))
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._on_icmp)
         self.ifindex = socket.if_nametoindex(ifname)
 
     def _on_icmp(self) -> None:
         assert self.sock is not None and self.engine is not None
         for _ in range(64):
-            try:
-                data, anc, _flags, addr = self.sock.recvmsg(65535, socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20))
-            except (BlockingIOError, InterruptedError):
+            d = netif.receive(self.sock)
+            if d is None:
                 return
-            except OSError as e:
-                log.debug("recv: %s", e)
-                return
-            hop, dst = -1, IPv6Address("::")
-            for level, ctype, cdata in anc:
-                if level == socket.IPPROTO_IPV6 and ctype == IPV6_HOPLIMIT:
-                    hop = int.from_bytes(cdata[:4], "little")
-                elif level == socket.IPPROTO_IPV6 and ctype == IPV6_PKTINFO:
-                    dst = IPv6Address(cdata[:16])
-            src = IPv6Address(addr[0].split("%")[0])
             now = time.time()
-            if data[:1] == b"\x85":  # Router Solicitation
-                ra = self.engine.router_solicitation(data, src, hop, now)
+            if d.data[:1] == b"\x85":  # Router Solicitation
+                ra = self.engine.router_solicitation(d.data, d.src, d.hop_limit, now)
                 if ra is not None:
                     self._send_icmp(*ra)
-                continue
-            if data[:1] == b"\x94":  # CPS
-                for d, cpa in self.engine.certification_path(data, src, hop, now):
-                    self._send_icmp(d, cpa)
-                continue
-            if data[:1] != b"\x9a":
-                continue
-            actions, reply = self.engine.rtsolpr(data, src, dst, hop, now=now)
-            self._apply(actions)
-            if reply is not None:
-                self._send_icmp(src, reply)
+            elif d.data[:1] == b"\x94":  # CPS
+                for dst, cpa in self.engine.certification_path(d.data, d.src, d.hop_limit, now):
+                    self._send_icmp(dst, cpa)
+            elif d.data[:1] == b"\x9a" and d.dst is not None:  # FMIPv6
+                actions, reply = self.engine.rtsolpr(d.data, d.src, d.dst, d.hop_limit, now=now)
+                self._apply(actions)
+                if reply is not None:
+                    self._send_icmp(d.src, reply)
 
     def _send_icmp(self, dst: IPv6Address, data: bytes) -> None:
         """From the router's link-local CGA, the address it signed (RFC 5568 §6.1.2, RFC 3971 §5.2)."""
         assert self.sock is not None and self.engine is not None
-        info = self.engine.router.address.packed + struct.pack("@I", self.ifindex)
-        try:
-            self.sock.sendmsg([data], [(socket.IPPROTO_IPV6, IPV6_PKTINFO, info)], 0, (str(dst), 0, 0, self.ifindex))
-        except OSError as e:
-            log.debug("ICMPv6 to %s: %s", dst, e)
+        netif.send_from(self.sock, data, self.engine.router.address, dst, self.ifindex)
 
     def _send_ra(self) -> None:
         """Unsolicited signed RA to All-Nodes, every ra_interval_s with ±10 % jitter (RFC 4861 §6.2.4)."""
@@ -214,9 +187,7 @@ class ArdDaemon(ServiceShell):
 
     async def _open_fmip(self) -> None:
         loop = asyncio.get_running_loop()
-        m = socket.socket(socket.AF_INET6, socket.SOCK_RAW, mh.IPPROTO_MH)
-        m.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
-        m.setblocking(False)
+        m = netif.raw6_socket(mh.IPPROTO_MH)
         loop.add_reader(m.fileno(), self._on_mh)
         self.mh_sock = m
         p = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IPV6))
@@ -236,19 +207,12 @@ class ArdDaemon(ServiceShell):
         """HI (as NAR) and HAck (as PAR) on the raw Mobility Header socket."""
         assert self.mh_sock is not None and self.fmip is not None
         for _ in range(64):
-            try:
-                data, anc, _flags, addr = self.mh_sock.recvmsg(65535, socket.CMSG_SPACE(20))
-            except (BlockingIOError, InterruptedError):
+            d = netif.receive(self.mh_sock)
+            if d is None:
                 return
-            except OSError as e:
-                log.debug("mh recv: %s", e)
-                return
-            dst = next(
-                (IPv6Address(d[:16]) for lv, t, d in anc if lv == socket.IPPROTO_IPV6 and t == IPV6_PKTINFO), None
-            )
-            src = IPv6Address(addr[0].split("%")[0])
-            if dst is None:
+            if d.dst is None:
                 continue
+            data, src, dst = d.data, d.src, d.dst
             try:
                 m = mh.MhMessage.decode(data, src, dst)
             except DecodeError as e:
@@ -275,8 +239,8 @@ class ArdDaemon(ServiceShell):
             except OSError as e:
                 log.debug("packet recv: %s", e)
                 return
-            if addr[2] == PACKET_OUTGOING or len(data) < 48 or data[6] != mh.IPPROTO_DSTOPTS:
-                continue
+            if addr[2] == PACKET_OUTGOING or len(data) < 48 or data[6] != mh.IPPROTO_DSTOPTS or data[24] == 0xFF:
+                continue  # not an FBU to one of our unicast addresses
             if not _is_local(data[24:40]):
                 continue
             try:
@@ -296,11 +260,7 @@ class ArdDaemon(ServiceShell):
             # on-link destinations (the PCoA copy of an FBack) leave by the access link itself, not by
             # the /128 route into the forwarding TUN that the same FBack has just installed
             oif = self.ifindex if prefix is not None and s.dst in prefix else 0
-            info = s.src.packed + struct.pack("@I", oif)
-            try:
-                self.mh_sock.sendmsg([s.data], [(socket.IPPROTO_IPV6, IPV6_PKTINFO, info)], 0, (str(s.dst), 0))
-            except OSError as e:
-                log.debug("MH to %s: %s", s.dst, e)
+            netif.send_from(self.mh_sock, s.data, s.src, s.dst, oif)
 
     def _on_tun(self) -> None:
         """Packets for previous CoAs: into IPv6 towards the new CoA (RFC 5568 §4 forwarding)."""

@@ -15,10 +15,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
-import struct
 import time
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any
@@ -31,16 +31,15 @@ from mobiled.fmip import Dropped, FastHandover, FmipClient, HandoverKey, IcmpSen
 from mobility.crypto import cga, ikeauth, sendsig
 from mobility.dataplane.userspace import TunDevice
 from mobility.engine import Action, Notify, Persist
+from mobility.service import netif
 from mobility.service.control import ControlConnection
 from mobility.service.logging import RateLimitedLog
-from mobility.service.netif import add_address_nodad, icmp6_filter, link_layer_address, link_up
+from mobility.service.netif import add_address_nodad, link_layer_address, link_up
 from mobility.service.state import StateStore
 from mobility.wire import mh, nd
 
 log = logging.getLogger("mobiled.fmip")
 drop_log = RateLimitedLog(logging.getLogger("mobiled.drops"))
-ICMP6_FILTER = 1
-IPV6_RECVHOPLIMIT, IPV6_HOPLIMIT, IPV6_RECVPKTINFO, IPV6_PKTINFO = 51, 52, 49, 50
 
 
 class FmipShell:
@@ -91,28 +90,18 @@ class FmipShell:
         )
         self.client.restore(list(self.store.all("hk").values()))
         await loop.run_in_executor(None, _sysctl, c.interface)
-        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-        s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter((134, 149, 154)))
-        s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
-        s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, c.interface.encode())
-        s.setblocking(False)
-        loop.add_reader(s.fileno(), self._on_icmp)
-        self.icmp = s
-        m = socket.socket(socket.AF_INET6, socket.SOCK_RAW, mh.IPPROTO_MH)
-        m.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
-        m.setblocking(False)
-        loop.add_reader(m.fileno(), self._on_mh)
-        self.mh_sock = m
+        self.icmp = netif.nd_socket(c.interface, (134, 149, 154))  # RA, CPA, PrRtAdv
+        loop.add_reader(self.icmp.fileno(), self._on_icmp)
+        self.mh_sock = netif.raw6_socket(mh.IPPROTO_MH)  # FBack
+        loop.add_reader(self.mh_sock.fileno(), self._on_mh)
         self.raw = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)  # FBU: our own header
         self.t41 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 41)
         self.t41.setblocking(False)
         loop.add_reader(self.t41.fileno(), self._on_tunnel)
         self.tun = TunDevice(c.tunnel_name)
         await loop.run_in_executor(None, link_up, c.tunnel_name)
-        self._send([IcmpSend(None, IPv6Address("ff02::2"), b"")])  # RS (built in _send)
+        rs = nd.router_solicitation().encode(IPv6Address("::"), IPv6Address("ff02::2"))  # the kernel sums it
+        self._send([IcmpSend(None, IPv6Address("ff02::2"), rs)])
         self._rearm()
         log.info("SEND/FMIPv6 on %s: %d trust anchor(s), %d handover key(s) restored", c.interface, len(anchors),
                  len(self.client.keys))  # fmt: skip
@@ -136,46 +125,45 @@ class FmipShell:
         self.store.delete("cga", "modifier")
         return k
 
-    def care_of(self, prefix: IPv6Network) -> tuple[IPv6Address, bytes]:
-        """Our CGA on `prefix`: the stored modifier with this prefix (RFC 3972 §4: a modifier is reused
-        when only the prefix changes), generated with the configured Sec the first time."""
+    async def modifier(self) -> int:
+        """The CGA modifier (RFC 3972 §4 steps 1-3), searched once for the configured Sec and kept in the
+        state dir: it is reused for every prefix and collision count. The search runs off the event
+        loop (Sec 2 takes minutes on all cores), with progress in the log."""
         assert self.client is not None
-        if str(prefix) in self.coa:
-            return self.coa[str(prefix)]
-        der = sendsig.public_der(self.client.sig_key.public_key())
         rec = self.store.get("cga", "modifier")
-        if rec is None or rec["sec"] != self.cfg.sec:
-            t0 = time.monotonic()
-            _addr, params = cga.generate(prefix, der, self.cfg.sec, os.urandom)
-            log.info("CGA modifier for Sec %d found in %.2f s", self.cfg.sec, time.monotonic() - t0)
-            self.store.put("cga", "modifier", {"modifier": str(params.modifier), "sec": self.cfg.sec})
-        else:
-            params = cga.CgaParams(int(rec["modifier"]), prefix.network_address.packed[:8], 0, der)
-        params = cga.CgaParams(params.modifier, prefix.network_address.packed[:8], 0, der)
-        addr = cga.address(prefix, params, self.cfg.sec)
-        self.coa[str(prefix)] = (addr, params.encode())
-        return self.coa[str(prefix)]
+        if rec is not None and rec["sec"] == self.cfg.sec:
+            return int(rec["modifier"])
+        der = sendsig.public_der(self.client.sig_key.public_key())
+        t0 = time.monotonic()
+
+        def progress(tried: int) -> None:
+            log.info("CGA Sec %d: %d hashes tried (%.0f/s)", self.cfg.sec, tried, tried / (time.monotonic() - t0))
+
+        search = functools.partial(cga.find_modifier, der, self.cfg.sec, os.urandom, progress=progress)
+        m = await asyncio.get_running_loop().run_in_executor(None, search)
+        log.info("CGA modifier for Sec %d found in %.2f s", self.cfg.sec, time.monotonic() - t0)
+        self.store.put("cga", "modifier", {"modifier": str(m), "sec": self.cfg.sec})
+        return m
+
+    async def care_of(self, prefix: IPv6Network, collision_count: int = 0) -> tuple[IPv6Address, bytes]:
+        """Our CGA on `prefix` (collision count 0 unless DAD said otherwise)."""
+        assert self.client is not None
+        der = sendsig.public_der(self.client.sig_key.public_key())
+        modifier = await self.modifier()
+        addr, params = cga.generate(
+            prefix, der, self.cfg.sec, os.urandom, modifier=modifier, collision_count=collision_count
+        )
+        return addr, params.encode()
 
     # ---- I/O ------------------------------------------------------------------------------------------
 
     def _on_icmp(self) -> None:
         assert self.icmp is not None and self.client is not None
         for _ in range(64):
-            try:
-                data, anc, _f, addr = self.icmp.recvmsg(65535, socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20))
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                log.debug("recv: %s", e)
-                return
-            hop, dst = -1, IPv6Address("::")
-            for level, ctype, cdata in anc:
-                if level == socket.IPPROTO_IPV6 and ctype == IPV6_HOPLIMIT:
-                    hop = int.from_bytes(cdata[:4], "little")
-                elif level == socket.IPPROTO_IPV6 and ctype == IPV6_PKTINFO:
-                    dst = IPv6Address(cdata[:16])
-            src = IPv6Address(addr[0].split("%")[0])
-            acts, sends = self.client.icmp(data, src, dst, hop, time.time())
+            d = netif.receive(self.icmp)
+            if d is None:
+                break
+            acts, sends = self.client.icmp(d.data, d.src, d.dst or IPv6Address("::"), d.hop_limit, time.time())
             self._apply(acts)
             self._send(sends)
         self._rearm()
@@ -183,17 +171,11 @@ class FmipShell:
     def _on_mh(self) -> None:
         assert self.mh_sock is not None and self.client is not None
         for _ in range(16):
-            try:
-                data, anc, _f, addr = self.mh_sock.recvmsg(65535, socket.CMSG_SPACE(20))
-            except (BlockingIOError, InterruptedError):
+            d = netif.receive(self.mh_sock)
+            if d is None:
                 return
-            except OSError:
-                return
-            dst = next(
-                (IPv6Address(d[:16]) for lv, t, d in anc if lv == socket.IPPROTO_IPV6 and t == IPV6_PKTINFO), None
-            )
-            if dst is not None:
-                self._apply(self.client.fback(IPv6Address(addr[0].split("%")[0]), dst, data, time.time()))
+            if d.dst is not None:
+                self._apply(self.client.fback(d.src, d.dst, d.data, time.time()))
 
     def _on_tunnel(self) -> None:
         """IPv6-in-IPv6 from the PAR: deliver the inner packet if it is for a PCoA that PAR forwards."""
@@ -217,16 +199,7 @@ class FmipShell:
     def _send(self, sends: list[IcmpSend]) -> None:
         assert self.icmp is not None
         for s in sends:
-            data = s.data or nd.router_solicitation().encode(IPv6Address("::"), s.dst)
-            cmsg = []
-            if s.src is not None:
-                cmsg = [(socket.IPPROTO_IPV6, IPV6_PKTINFO, s.src.packed + struct.pack("@I", self.ifindex))]
-            if not s.data:  # the kernel fills the checksum of the RS (it knows the source it picks)
-                data = data[:2] + b"\x00\x00" + data[4:]
-            try:
-                self.icmp.sendmsg([data], cmsg, 0, (str(s.dst), 0, 0, self.ifindex))
-            except OSError as e:
-                log.debug("ICMPv6 to %s: %s", s.dst, e)
+            netif.send_from(self.icmp, s.data, s.src, s.dst, self.ifindex)
 
     def _send_mh(self, s: MhSend) -> None:
         assert self.raw is not None
@@ -268,14 +241,11 @@ class FmipShell:
         """Our care-of CGA on the link, with Duplicate Address Detection: a collision raises the
         collision count and the address is formed again; after three, stop with an error (RFC 3972
         §4 step 8, RFC 3971 §5.1.3 for SEND's DAD)."""
-        _addr, raw = self.care_of(prefix)
-        base = cga.CgaParams.decode(raw)
         loop = asyncio.get_running_loop()
         for cc in range(cga.MAX_COLLISIONS):
-            params = cga.CgaParams(base.modifier, base.prefix, cc, base.public_key, base.extensions)
-            addr = cga.address(prefix, params, self.cfg.sec)
+            addr, params = await self.care_of(prefix, cc)
             if await loop.run_in_executor(None, _add_with_dad, self.cfg.interface, addr):
-                self.coa[str(prefix)] = (addr, params.encode())
+                self.coa[str(prefix)] = (addr, params)
                 self.configured.add(str(addr))
                 return self.coa[str(prefix)]
             self.collisions += 1
@@ -366,7 +336,7 @@ class FmipShell:
         nars = [n for n in key.nars if not args.get("nar") or n[1] == args["nar"]]
         if not nars:
             raise ValueError("the PrRtAdv named no such new access router")
-        ncoa, _params = self.care_of(IPv6Network(nars[0][2]))
+        ncoa, _params = await self.care_of(IPv6Network(nars[0][2]))
         await asyncio.get_running_loop().run_in_executor(None, add_address_nodad, self.cfg.interface, ncoa)
         fut: asyncio.Future[FastHandover] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)

@@ -35,6 +35,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from mobility.crypto import der
+
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 Prf = Callable[[bytes, bytes], bytes]
@@ -125,38 +127,14 @@ def load_der_certificate(der: bytes) -> x509.Certificate:
 
 
 def _tlv(buf: bytes, pos: int = 0) -> tuple[int, bytes, int]:
-    """(tag, contents, next position) of the DER element at pos: single-octet tags, minimal definite lengths."""
-    if pos + 2 > len(buf):
-        raise AuthError("truncated DER element")
-    tag, n, pos = buf[pos], buf[pos + 1], pos + 2
-    if tag & 0x1F == 0x1F:
-        raise AuthError("multi-octet DER tag")
-    if n & 0x80:
-        k = n & 0x7F
-        if not 1 <= k <= 3 or pos + k > len(buf) or buf[pos] == 0:
-            raise AuthError("bad DER length")
-        n, pos = int.from_bytes(buf[pos : pos + k], "big"), pos + k
-        if n < 0x80:
-            raise AuthError("non-minimal DER length")
-    if pos + n > len(buf):
-        raise AuthError("DER element overruns its container")
-    return tag, buf[pos : pos + n], pos + n
+    return der.tlv(buf, pos, AuthError)
 
 
 def _elements(buf: bytes) -> list[tuple[int, bytes]]:
-    """All DER elements of a constructed value's contents, which they must fill exactly."""
-    out, pos = [], 0
-    while pos < len(buf):
-        tag, val, pos = _tlv(buf, pos)
-        out.append((tag, val))
-    return out
+    return der.elements(buf, AuthError)
 
 
-def _der(tag: int, contents: bytes) -> bytes:
-    """A short-form DER element (the AlgorithmIdentifiers we send are all shorter than 128 octets)."""
-    if len(contents) >= 0x80:
-        raise ValueError("long-form DER length not needed here")
-    return bytes([tag, len(contents)]) + contents
+_der = der.encode
 
 
 def _der_uint(val: bytes) -> int:

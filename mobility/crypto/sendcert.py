@@ -36,6 +36,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
+from mobility.crypto import der
+
 SEND_ROUTER_EKU = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.23")  # id-kp-sendRouter (RFC 6494 §7)
 IP_ADDR_BLOCKS_OID = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.7")  # id-pe-ipAddrBlocks (RFC 3779 §2.2.1)
 
@@ -66,40 +68,14 @@ class CertPathError(ValueError):
 
 
 def _tlv(buf: bytes, pos: int = 0) -> tuple[int, bytes, int]:
-    """(tag, contents, next position) of the DER element at pos: single-octet tags, minimal definite lengths."""
-    if pos + 2 > len(buf):
-        raise CertPathError("truncated DER element")
-    tag, n, pos = buf[pos], buf[pos + 1], pos + 2
-    if tag & 0x1F == 0x1F:
-        raise CertPathError("multi-octet DER tag")
-    if n & 0x80:
-        k = n & 0x7F
-        if not 1 <= k <= 3 or pos + k > len(buf) or buf[pos] == 0:
-            raise CertPathError("bad DER length")
-        n, pos = int.from_bytes(buf[pos : pos + k], "big"), pos + k
-        if n < 0x80:
-            raise CertPathError("non-minimal DER length")
-    if pos + n > len(buf):
-        raise CertPathError("DER element overruns its container")
-    return tag, buf[pos : pos + n], pos + n
+    return der.tlv(buf, pos, CertPathError)
 
 
 def _elements(buf: bytes) -> list[tuple[int, bytes]]:
-    """All DER elements of a constructed value's contents, which they must fill exactly."""
-    out, pos = [], 0
-    while pos < len(buf):
-        tag, val, pos = _tlv(buf, pos)
-        out.append((tag, val))
-    return out
+    return der.elements(buf, CertPathError)
 
 
-def _der(tag: int, contents: bytes) -> bytes:
-    """A DER element with a minimal definite length (X.690 §10.1)."""
-    n = len(contents)
-    if n < 0x80:
-        return bytes([tag, n]) + contents
-    length = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(length)]) + length + contents
+_der = der.encode
 
 
 def _bit_string(value: int, nbits: int) -> bytes:

@@ -75,7 +75,17 @@ def make_ca(
     return Issued(b.sign(key, hashes.SHA256()), key)
 
 
-def issue(ca: Issued, cn: str, *, dns: tuple[str, ...] = (), kind: str = "ecdsa", days: float = 30) -> Issued:
+def issue(
+    ca: Issued,
+    cn: str,
+    *,
+    dns: tuple[str, ...] = (),
+    kind: str = "ecdsa",
+    days: float = 30,
+    extensions: tuple[tuple[x509.ExtensionType, bool], ...] = (),
+) -> Issued:
+    """An end-entity certificate; `extensions` are (extension, critical) pairs added after the others.
+    Negative days give an expired one."""
     key = _key(kind)
     now = dt.datetime.now(dt.UTC)
     b = (
@@ -90,6 +100,8 @@ def issue(ca: Issued, cn: str, *, dns: tuple[str, ...] = (), kind: str = "ecdsa"
     )
     if dns:
         b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), critical=False)
+    for ext, critical in extensions:
+        b = b.add_extension(ext, critical=critical)
     return Issued(b.sign(ca.key, hashes.SHA256()), key)
 
 
@@ -99,19 +111,7 @@ def issue_send_router(
     """A SEND router certificate (RFC 3971 §6.3.1, RFC 6494): RSA-2048 key, critical ipAddrBlocks for the
     prefixes the router may advertise (RFC 3779 §2.2.1, RFC 6494 §4) and, unless eku is False, the
     non-critical extendedKeyUsage id-kp-sendRouter (RFC 6494 §7). Negative days give an expired one."""
-    key = _key("rsa")
-    now = dt.datetime.now(dt.UTC)
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(min(now, now + dt.timedelta(days=days)) - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_ip_addr_blocks(prefixes), critical=True)
-    )
+    exts: tuple[tuple[x509.ExtensionType, bool], ...] = ((_ip_addr_blocks(prefixes), True),)
     if eku:
-        b = b.add_extension(x509.ExtendedKeyUsage([SEND_ROUTER_EKU]), critical=False)
-    return Issued(b.sign(ca.key, hashes.SHA256()), key)
+        exts += ((x509.ExtendedKeyUsage([SEND_ROUTER_EKU]), False),)
+    return issue(ca, cn, kind="rsa", days=days, extensions=exts)

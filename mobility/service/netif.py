@@ -1,10 +1,13 @@
-"""Small interface helpers the ND-speaking daemons (ard, mobiled) share: the ICMPv6 type filter, the
-link-layer address, bringing a link up, adding an address (pyroute2, from a worker thread)."""
+"""Small interface helpers the ND-speaking daemons (ard, mobiled) share: raw ICMPv6 and IPv6 sockets
+with ancillary data, the ICMPv6 type filter, the link-layer address, bringing a link up, adding an
+address (pyroute2, from a worker thread)."""
 
 from __future__ import annotations
 
 import logging
+import socket
 import struct
+from dataclasses import dataclass
 from ipaddress import IPv6Address
 
 log = logging.getLogger("mobility.netif")
@@ -42,3 +45,69 @@ def add_address_nodad(ifname: str, address: IPv6Address, prefixlen: int = 64) ->
             ipr.addr("replace", index=idx, address=str(address), prefixlen=prefixlen, flags=0x02)  # IFA_F_NODAD
         except Exception as e:  # pyroute2 raises NetlinkError
             log.warning("cannot add %s to %s: %s", address, ifname, e)
+
+
+ICMP6_FILTER = 1  # linux/icmpv6.h
+IPV6_RECVPKTINFO, IPV6_PKTINFO, IPV6_RECVHOPLIMIT, IPV6_HOPLIMIT = 49, 50, 51, 52  # linux/in6.h
+
+
+def nd_socket(ifname: str, types: tuple[int, ...], groups: tuple[str, ...] = ()) -> socket.socket:
+    """A non-blocking raw ICMPv6 socket on one link for Neighbor Discovery: only `types` pass the
+    filter, hop limit and destination come as ancillary data, we send with hop limit 255."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter(types))
+    s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+    for g in groups:
+        mreq = socket.inet_pton(socket.AF_INET6, g) + struct.pack("@I", socket.if_nametoindex(ifname))
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+    s.setblocking(False)
+    return s
+
+
+def raw6_socket(proto: int) -> socket.socket:
+    """A non-blocking raw IPv6 socket for `proto` that reports each datagram's destination."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, proto)
+    s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+    s.setblocking(False)
+    return s
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    data: bytes
+    src: IPv6Address
+    dst: IPv6Address | None  # None if the kernel gave no IPV6_PKTINFO
+    hop_limit: int  # -1 if not reported
+
+
+def receive(sock: socket.socket) -> Datagram | None:
+    """One datagram from a raw IPv6 socket with its ancillary data; None when nothing is queued (or
+    the receive failed: logged at DEBUG, never raised)."""
+    try:
+        data, anc, _flags, addr = sock.recvmsg(65535, socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20))
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError as e:
+        log.debug("receive: %s", e)
+        return None
+    hop, dst = -1, None
+    for level, ctype, cdata in anc:
+        if level == socket.IPPROTO_IPV6 and ctype == IPV6_HOPLIMIT:
+            hop = int.from_bytes(cdata[:4], "little")
+        elif level == socket.IPPROTO_IPV6 and ctype == IPV6_PKTINFO:
+            dst = IPv6Address(cdata[:16])
+    return Datagram(data, IPv6Address(addr[0].split("%")[0]), dst, hop)
+
+
+def send_from(sock: socket.socket, data: bytes, src: IPv6Address | None, dst: IPv6Address, ifindex: int = 0) -> None:
+    """Send with a chosen source address (IPV6_PKTINFO) and, if given, out of one interface; errors are
+    logged at DEBUG (a neighbour that went away is no reason to stop)."""
+    cmsg = [(socket.IPPROTO_IPV6, IPV6_PKTINFO, src.packed + struct.pack("@I", ifindex))] if src is not None else []
+    try:
+        sock.sendmsg([data], cmsg, 0, (str(dst), 0, 0, ifindex))
+    except OSError as e:
+        log.debug("send to %s: %s", dst, e)
