@@ -92,6 +92,7 @@ class ArdEngine:
     rate_per_s: float = 3.0  # MAX_RTSOLPR_RATE per source (RFC 5568 §9)
     burst: float = 3.0
     max_sources: int = 4096
+    solicited_ra_per_s: float = 10.0  # signed RAs in answer to RS, all sources together
     refusals_per_s: float = 20.0  # all sources together: signed answers to requests that failed validation
     keys: dict[str, HkRecord] = field(default_factory=dict)
     timestamps: sendsig.TimestampCache = field(default_factory=sendsig.TimestampCache)
@@ -100,6 +101,7 @@ class ArdEngine:
     _buckets: OrderedDict[bytes, _Bucket] = field(default_factory=OrderedDict)
     _refusals: _Bucket = field(default_factory=lambda: _Bucket(0.0, 0.0))
     _cpa_budget: _Bucket = field(default_factory=lambda: _Bucket(10.0, 0.0))
+    _ra_budget: _Bucket = field(default_factory=lambda: _Bucket(10.0, 0.0))
 
     def restore(self, records: list[dict[str, Any]]) -> None:
         for r in records:
@@ -281,8 +283,13 @@ class ArdEngine:
     ) -> tuple[IPv6Address, bytes] | None:
         """RFC 4861 §6.2.6: answer an RS; a signed RS's Nonce is echoed (RFC 3971 §7.1). An RS from the
         unspecified address, or one that is not valid, gets the multicast RA."""
-        if hop_limit != HOP_LIMIT or not self._allow(src, now):
+        if hop_limit != HOP_LIMIT:
             self._count("drop_rs")
+            return None
+        # one budget for all solicited RAs (each costs a signature); not the per-source RtSolPr bucket,
+        # which an RS with a spoofed source would otherwise drain for its victim
+        if not self._take(self._ra_budget, self.solicited_ra_per_s, self.solicited_ra_per_s, now):
+            self._count("drop_rs_rate_limited")
             return None
         try:
             msg = nd.NdMessage.decode(data)

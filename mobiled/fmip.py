@@ -37,6 +37,7 @@ HKEPK_LIFETIME, HKEPK_HANDOVERS = 43200, 10  # RFC 5269 §3.7
 CPS_RETRY, CPS_RETRY_MAX = 1.0, 15.0  # RFC 3971 §10.1
 RTSOLPR_RETRIES, RTSOLPR_TIMEOUT = 3, 0.1  # RFC 5568 §9, §6.1.1 (RTT unknown)
 FBU_RETRIES = 3
+MAX_PATH_FETCHES = 8  # routers whose certification path is being fetched at once (bounded state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,7 @@ class FmipClient:
     anchors: tuple[x509.Certificate, ...]
     rand: Callable[[int], bytes]
     lla: bytes = b""
+    keygen: Callable[[int], rsa.RSAPrivateKey] = lambda bits: rsa.generate_private_key(65537, bits)
     at: int = 0  # preferred FBU algorithm (project AT values, mobility.crypto.hk)
     fbu_lifetime: int = 10
     hkepk_lifetime_s: float = HKEPK_LIFETIME
@@ -257,6 +259,9 @@ class FmipClient:
     def _park(self, data: bytes, src: IPv6Address, dst: IPv6Address, hop: int, now: float) -> list[IcmpSend]:
         """Keep the message until the router's certification path arrives (RFC 5269 §3.3); ask for it."""
         f = self._paths.get(src)
+        if f is None and len(self._paths) >= MAX_PATH_FETCHES:
+            self._count("drop_nd_too_many_unverified_routers")  # anyone can make a CGA and sign with it
+            return []
         if f is None:
             ident = int.from_bytes(self.rand(2), "big") or 1
             f = self._paths[src] = _PathFetch(src, ident, started=now)
@@ -314,7 +319,7 @@ class FmipClient:
         HKEPK-HANDOVERS handovers (§3.7)."""
         k = self.enc_key
         if k is None or now - self.enc_created >= self.hkepk_lifetime_s or self.enc_handovers >= self.hkepk_handovers:
-            k = self.enc_key = rsa.generate_private_key(65537, self.sig_key.key_size)
+            k = self.enc_key = self.keygen(self.sig_key.key_size)
             self.enc_created, self.enc_handovers = now, 0
             self._count("hkepk_generated")
         return k

@@ -140,6 +140,17 @@ def test_forgeries_spoofing_a_victim_do_not_spend_its_rate(router: RouterIdentit
     assert adv is not None and isinstance(adv.first(nd.HandoverKeyReply), nd.HandoverKeyReply)
 
 
+def test_router_solicitations_neither_drain_a_victims_rate_nor_buy_unbounded_signatures(
+    router: RouterIdentity, mn: dict[str, Any]
+) -> None:
+    e = engine(router)
+    rs = nd.router_solicitation((nd.Nonce(b"rsnonce1"),)).encode(mn["addr"], AR)
+    answered = sum(e.router_solicitation(rs, mn["addr"], 255, NOW) is not None for _ in range(50))
+    assert answered == 10 and e.counters["drop_rs_rate_limited"] == 40  # one budget for all sources
+    _, adv = ask(e, mn, request(mn, nonce=b"valid2"))  # the victim's RtSolPr allowance is untouched
+    assert adv is not None and isinstance(adv.first(nd.HandoverKeyReply), nd.HandoverKeyReply)
+
+
 def test_hk_encryption_key_must_match_the_cga_key(router: RouterIdentity, mn: dict[str, Any]) -> None:
     e = engine(router)
     weak = {**mn, "hkek": rsa.generate_private_key(65537, 2048)}  # not the CGA key's parameters

@@ -145,6 +145,13 @@ def forged_fbu(w: World, kind: str) -> mh.MhPacket:
         data = mh.build_ipv6(send.src, send.dst, send.payload, send.next_header)
         fixed = mh.with_checksum(w.pcoa, PAR_GLOBAL, data[40 + 24 :])  # keep the checksum right
         return mh.parse_ipv6_mh(data[: 40 + 24] + fixed)
+    elif kind == "no_ack_flags":  # a correctly authenticated FBU without A and H (RFC 5568 §6.2.2: MUST be 1)
+        k = w.mn.keys[(str(PAR_GLOBAL), str(w.pcoa))]
+        fixed, opts = mh.Fbu(99, 10, flags=0), (mh.AlternateCoa(w.ncoa),)
+        draft = mh.message(fixed, (*opts, mh.Badf(0, bytes(12))))
+        auth = hk.authenticator(k.at, k.key, w.ncoa, PAR_GLOBAL, draft.badf_input())
+        body = mh.message(fixed, (*opts, mh.Badf(0, auth))).encode(w.pcoa, PAR_GLOBAL)
+        return mh.parse_ipv6_mh(mh.build_ipv6(w.pcoa, PAR_GLOBAL, mh.hoa_dstopts(w.pcoa) + body, mh.IPPROTO_DSTOPTS))
     elif kind == "no_hoa":
         pkt = w.fbu_packet(send)
         return replace(pkt, home=None)
@@ -156,7 +163,7 @@ def forged_fbu(w: World, kind: str) -> mh.MhPacket:
     return w.fbu_packet(send)
 
 
-@pytest.mark.parametrize("kind", ["wrong_mac", "unknown_cga", "tampered", "no_hoa", "spi"])
+@pytest.mark.parametrize("kind", ["wrong_mac", "unknown_cga", "tampered", "no_ack_flags", "no_hoa", "spi"])
 def test_forged_fbus_change_nothing(pkiset: dict[str, Any], kind: str) -> None:
     w = World(pkiset)
     w.get_key()
@@ -238,8 +245,9 @@ def test_prrtadv_signed_by_an_uncertified_key_is_dropped(pkiset: dict[str, Any])
     assert not w.mn.keys and not any(isinstance(a, Persist) for a in acts)
 
 
-def test_prrtadv_signed_by_another_key_than_the_certified_one(pkiset: dict[str, Any]) -> None:
-    """The path is cached, but the PrRtAdv comes from a CGA of another key (an impostor on the link)."""
+def test_prrtadv_from_the_routers_address_signed_by_another_key(pkiset: dict[str, Any]) -> None:
+    """The path is cached, but the PrRtAdv claims the router's address while signed by another key:
+    the source is not a CGA of that key, so SEND validation drops it."""
     w = World(pkiset)
     w.get_key()
     w.mn.keys.clear()
@@ -280,3 +288,51 @@ def test_fback_with_a_bad_mac_is_dropped(pkiset: dict[str, Any]) -> None:
     acts = w.mn.fback(PAR_GLOBAL, w.ncoa, data, NOW)
     assert not any(isinstance(a, Notify) and isinstance(a.event, FastHandover) for a in acts)
     assert w.mn.counters["drop_fback_bad_mac"] == 1
+
+
+def test_impostor_serving_the_real_routers_certificate_is_not_certified(pkiset: dict[str, Any]) -> None:
+    """An impostor with its own CGA answers our CPS with the genuine router's (public) certificate: the
+    path validates, but its key is not the one that signed the RA and PrRtAdv (RFC 5269 §3.3)."""
+    rogue = pkiset["rogue"]
+    w = World(pkiset, router=replace(rogue, certs=pkiset["par"].certs))
+    acts = w.learn_router()
+    assert not any(isinstance(a, Notify) and isinstance(a.event, RouterFound) for a in acts)
+    assert w.mn.counters["path_validated"] == 1 and w.mn.counters["drop_nd_uncertified_key"] == 1
+    sol = w.mn.rtsolpr(w.router.address, w.pcoa, w.params, NOW)
+    _, adv = w.ard.rtsolpr(sol.data, w.pcoa, w.router.address, 255, now=NOW)
+    assert adv is not None and isinstance(nd.NdMessage.decode(adv).first(nd.HandoverKeyReply), nd.HandoverKeyReply)
+    acts, sends = w.to_mn(adv, w.pcoa)
+    assert not sends and not w.mn.keys and not any(isinstance(a, Persist) for a in acts)
+    assert w.mn.counters["drop_nd_uncertified_key"] == 2
+
+
+def test_fbu_whose_ncoa_is_on_no_known_nar_prefix(pkiset: dict[str, Any]) -> None:
+    """RFC 5568 §6.3 / specs §6.3: the PAR checks the NCoA against its neighbours' prefixes; an unknown
+    one gets an authenticated FBack 128, no HI and no forwarding."""
+    w = World(pkiset)
+    w.get_key()
+    stray = IPv6Address("2001:db8:99::5")
+    acts, out = w.fmip.fbu(w.fbu_packet(w.mn.fbu(PAR_GLOBAL, w.pcoa, stray, NOW)), NOW)
+    assert NAR not in {s.dst for s in out} and not w.fmip.forwarding and not w.fmip.pending
+    assert not any(isinstance(a, Persist) and isinstance(a.record, Forwarding) for a in acts)
+    fb = next(s for s in out if s.dst == stray)
+    ev = [a.event for a in w.mn.fback(fb.src, fb.dst, fb.data, NOW) if isinstance(a, Notify)]
+    assert isinstance(ev[0], FastHandover) and ev[0].status == mh.FbackStatus.UNSPECIFIED
+
+
+def test_unverified_routers_are_bounded(pkiset: dict[str, Any]) -> None:
+    """Anyone can form a CGA and sign an RA with it: the MN fetches at most MAX_PATH_FETCHES paths at
+    once and drops (counts) the rest instead of keeping state for each."""
+    from mobiled.fmip import MAX_PATH_FETCHES
+
+    w = World(pkiset, router=pkiset["rogue"])
+    key = pkiset["rogue"].key
+    sent = 0
+    for _ in range(MAX_PATH_FETCHES + 4):
+        addr, params = cga.generate(IPv6Network("fe80::/64"), sendsig.public_der(key.public_key()), 0, os.urandom)
+        ard = ArdEngine(router=replace(pkiset["rogue"], address=addr, cga_params=params.encode()), rand=os.urandom)
+        ra = ard.router_advertisement(IPv6Address("ff02::1"), b"", NOW)
+        _, sends = w.mn.icmp(ra, addr, IPv6Address("ff02::1"), 255, NOW)
+        sent += len(sends)
+    assert len(w.mn._paths) == MAX_PATH_FETCHES and sent == MAX_PATH_FETCHES
+    assert w.mn.counters["drop_nd_too_many_unverified_routers"] == 4
