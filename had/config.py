@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
-from mobility.ike.config import IkeConnection
 from mobility.service.config import ServiceSection
+from mobility.service.ikeconfig import IkeConnection
 
 __all__ = ["HadConfig", "IPv6Network", "IkeResponderSection", "StaticAssignment"]
 

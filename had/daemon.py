@@ -10,10 +10,10 @@ from typing import Any
 
 from had.config import HadConfig
 from had.pool import AddressPool, LeaseStored
-from mobility.ike.config import build_policy
 from mobility.ike.engine import IkeEngine
 from mobility.ike.policy import Identity, IkeSaDeleted, IkeSaEstablished, IkeSaFailed, Policy
 from mobility.service.control import ControlConnection
+from mobility.service.ikeconfig import build_policy
 from mobility.service.ikeshell import IkeShell, wall_clock
 from mobility.service.runner import DaemonContext
 from mobility.service.shell import ServiceShell
@@ -60,6 +60,7 @@ class HadDaemon(ServiceShell):
             lookup=self._lookup,
             assigner=self.pool.assign,
             releaser=self.pool.release,
+            claimer=self.pool.claim,
             cookie_threshold=c.cookie_threshold,
             signatures=any(p.auth == "pubkey" for p in self.policies),
             local_addr=c.address or c.listen[0],

@@ -72,6 +72,7 @@ class AddressPool:
         notes: list[N] = []
         acts: list[Action] = []
         types = {a.type for a in cp.attributes}
+        before = dict(self.leases)  # all or nothing: a failed IPv6 pick must not leave the IPv4 lease behind
         try:
             if CfgAttr.INTERNAL_IP4_ADDRESS in types:
                 a4 = self._pick(who, 4, _hint(cp, CfgAttr.INTERNAL_IP4_ADDRESS), now, acts)
@@ -91,8 +92,20 @@ class AddressPool:
         except AssignmentFailed as e:
             from mobility.ike.sa import Refused
 
+            self.leases = before
             raise Refused(Notify.INTERNAL_ADDRESS_FAILURE, str(e)) from e
         return attrs, notes, acts
+
+    def claim(self, policy: Policy, who: str, address: IPv6Address, now: float) -> list[Action] | None:
+        """The Claimer hook: an address the mobile node autoconfigured in the home prefix, proposed in a
+        CREATE_CHILD_SA (RFC 5026 §5.3.2). Authorized and leased to `who` unless it is another node's
+        configured or held address (§9.2), or autoconfiguration is off."""
+        hp = self.home_prefix
+        if not self.autoconf or hp is None or address not in hp or not self._may_take(who.lower(), address, now):
+            return None
+        lease = LeaseStored(str(address), who, True, now)
+        self.leases[address] = lease
+        return [Persist(lease)]
 
     def release(self, policy: Policy, who: str, spi: bytes, now: float) -> list[Action]:
         out: list[Action] = []

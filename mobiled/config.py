@@ -7,8 +7,8 @@ from ipaddress import IPv6Network
 from pathlib import Path
 from typing import Literal
 
-from mobility.ike.config import IkeConnection
 from mobility.service.config import ServiceSection
+from mobility.service.ikeconfig import IkeConnection
 
 __all__ = ["FmipSection", "IkeInitiatorSection", "IPv6Network", "MobiledConfig"]
 

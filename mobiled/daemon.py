@@ -14,9 +14,9 @@ from typing import Any
 
 from mobiled.config import MobiledConfig
 from mobiled.fmipshell import FmipShell
-from mobility.ike.config import build_policy
 from mobility.ike.engine import IkeEngine
 from mobility.ike.policy import IkeSaDeleted, IkeSaEstablished, IkeSaFailed, Policy, any_ts, ts_from_network
+from mobility.service.ikeconfig import build_policy
 from mobility.service.ikeshell import IkeShell, source_for, wall_clock
 from mobility.service.runner import DaemonContext
 from mobility.service.shell import ServiceShell

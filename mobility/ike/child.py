@@ -153,7 +153,7 @@ class IkeSa(IkeSaAuth):
         if len(sa.proposals) != 1 or len(sa.proposals[0].spi) != 4:
             raise DecodeError("ikev2", "sa", 0, "CREATE_CHILD_SA reply needs one ESP proposal")
         suite = props.suite_of(sa.proposals[0])
-        if not any(set(suite.transforms) == set(s.transforms) for s in p.esp_suites):
+        if not props.offered(suite, p.esp_suites):
             raise DecodeError("ikev2", "sa", 0, "responder chose an ESP suite we did not offer")
         km = child_keymat(self.prf, self._sk_d(), ni, nonce.data, keymat_len(suite))
         pair = esp_pair(
@@ -191,6 +191,9 @@ class IkeSa(IkeSaAuth):
         if len(sa.proposals) != 1 or len(sa.proposals[0].spi) != 8 or ke.group != group:
             raise DecodeError("ikev2", "sa", 0, "IKE rekey reply needs one IKE proposal and our D-H group")
         suite = props.suite_of(sa.proposals[0])
+        assert self.policy is not None
+        if not props.offered(suite, self.policy.ike_suites):
+            raise DecodeError("ikev2", "sa", 0, "IKE rekey reply with a suite we did not offer")
         g_ir = DH_GROUPS[group].shared(priv, ke.data)
         new = self._successor(True, spi, sa.proposals[0].spi, suite, g_ir, ni, nonce.data)
         out = self._handover(new)
@@ -238,6 +241,7 @@ class IkeSa(IkeSaAuth):
             "attributes",
             "assigner",
             "releaser",
+            "claimer",
             "lookup",
             "peer_hashes",
             "created",
@@ -280,11 +284,12 @@ class IkeSa(IkeSaAuth):
             if not any(c.spi_out == old for c in self.children.values()):
                 raise Refused(Nt.CHILD_SA_NOT_FOUND, f"no Child SA with SPI {old:#x}")
         pick = props.choose(sa.proposals, list(p.esp_suites), Protocol.ESP, None)
-        if pick is None:
+        if pick is None or any(len(x.spi) != 4 for x in sa.proposals):
             raise Refused(Nt.NO_PROPOSAL_CHOSEN, "no acceptable ESP proposal")
         prop, suite = pick
-        ours, peers = self._sides()
-        new_tsi, new_tsr = narrow(tsi.selectors, peers or tsi.selectors), narrow(tsr.selectors, ours or tsr.selectors)
+        old_child = next((c for c in self.children.values() if rekey is not None and c.spi_out == old), None)
+        peers, claims = self._peer_side(tsi.selectors, old_child)
+        new_tsi, new_tsr = narrow(tsi.selectors, peers), narrow(tsr.selectors, p.local_ts or tsr.selectors)
         if not new_tsi or not new_tsr:
             raise Refused(Nt.TS_UNACCEPTABLE, "traffic selectors outside policy")
         spi_in, nr = int.from_bytes(self.rand(4), "big") | 0x100, self.rand(32)
@@ -300,7 +305,33 @@ class IkeSa(IkeSaAuth):
             TSi(new_tsi),
             TSr(new_tsr),
         ]
-        return pl, [Program(ChildSaInstall(self.spi_i, pair))]
+        return pl, [*claims, Program(ChildSaInstall(self.spi_i, pair))]
+
+    def _peer_side(
+        self, proposed: tuple[TrafficSelector, ...], old_child: Any
+    ) -> tuple[tuple[TrafficSelector, ...], list[Action]]:
+        """What the initiator's side of a new Child SA may cover, failing closed (RFC 5026 §9.2: the home
+        agent MUST authorize each home address allocation and use). A rekey keeps what the old Child SA
+        had. Otherwise: addresses the CFG_REPLY assigned and the configured remote_ts; inside an
+        assigned home prefix only single addresses that the address pool lets this identity claim
+        (never another node's configured or leased address). Nothing configured: nothing."""
+        p = self.policy
+        assert p is not None
+        if old_child is not None:
+            return tuple(old_child.extra.get("tsr", ())), []
+        assigned = _addresses(self.attributes)
+        allowed = [t for t in assigned if t.start == t.end] + list(p.remote_ts)
+        prefixes = [t for t in assigned if t.start != t.end]
+        acts: list[Action] = []
+        for t in proposed:
+            inside = any(t.start.version == x.start.version and x.start <= t.start <= x.end for x in prefixes)  # type: ignore[operator]
+            if t.start != t.end or not inside or self.claimer is None or self.remote_id is None:
+                continue
+            claim = self.claimer(p, self.remote_id, t.start, self.clock_now)  # type: ignore[arg-type]
+            if claim is not None:
+                allowed.append(TrafficSelector(t.start, t.end))
+                acts += claim
+        return tuple(allowed), acts
 
     def _sides(self) -> tuple[tuple[TrafficSelector, ...], tuple[TrafficSelector, ...]]:
         """What our side and the peer's side of a Child SA may cover (empty: whatever is proposed). The

@@ -9,6 +9,7 @@ Inputs: `datagram(data, src, sport, local_port, now=...)`, `initiate(policy, pee
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import traceback
 from collections import Counter
@@ -23,7 +24,7 @@ from mobility.engine import Action, IkeSend, Notify
 from mobility.ike.child import IkeSa
 from mobility.ike.policy import IkeBug, IkeDropped, Policy
 from mobility.ike.proposals import Suite
-from mobility.ike.sa import ZERO_SPI, Assigner, Refused, Releaser, State
+from mobility.ike.sa import ZERO_SPI, Assigner, Claimer, Refused, Releaser, State, Unauthenticated
 from mobility.wire.buffer import DecodeError
 from mobility.wire.ikev2 import ExchangeType, Flag, Header, IkeError, Message, N, Nonce
 from mobility.wire.ikev2 import Notify as Nt
@@ -40,6 +41,7 @@ class IkeEngine:
         lookup: Callable[[str], Policy | None] | None = None,
         assigner: Assigner | None = None,
         releaser: Releaser | None = None,
+        claimer: Claimer | None = None,
         clock: Callable[[], datetime] | None = None,
         cookie_threshold: int = 64,
         signatures: bool = False,
@@ -47,6 +49,7 @@ class IkeEngine:
     ) -> None:
         self.rand, self.suites, self.lookup = rand, suites, lookup
         self.assigner, self.releaser, self.clock = assigner, releaser, clock
+        self.claimer = claimer
         self.cookie_threshold, self.signatures, self.local_addr = cookie_threshold, signatures, local_addr
         self.sas: dict[bytes, IkeSa] = {}  # by our SPI
         self._half_open: dict[tuple[bytes, str, int], IkeSa] = {}
@@ -118,7 +121,13 @@ class IkeEngine:
             return self._drop("unknown_spi", src, h.spi_i.hex())
         before = (sa.peer, sa.use_4500, sa.local, sa.pending, sa.state, sa.remote_id, sa.policy)
         try:
+            answered = sa.peer_mid
             out = self._dispatch(sa, data, msg, src, sport, local_port, now)
+            if not h.is_response and sa.peer_mid > answered:  # this request was processed and answered
+                sa.last_request = hashlib.sha256(data).digest()
+        except Unauthenticated as e:
+            _restore(sa, before)
+            return self._drop("unauthenticated", src, str(e))
         except IkeError as e:  # raised only once the ICV verified: an authenticated message we must refuse
             _restore(sa, (sa.peer, sa.use_4500, sa.local, *before[3:]))  # answer where it came from
             out = self._protected_error(sa, h, e)
@@ -178,7 +187,11 @@ class IkeEngine:
                 return sa.on_auth_response(data, msg, now)
             return sa.on_response(data, msg, now)
         if sa.last_response is not None and h.message_id == sa.last_response[0] and h.message_id < sa.peer_mid:
-            self.counters["retransmit_answered"] += 1  # §2.1: resend the cached response, no reprocessing
+            # §2.1: resend the cached response, no reprocessing, but only for the very same request: any
+            # datagram with the right SPIs and message ID must not make us send (and amplify) to its source
+            if not hmac.compare_digest(sa.last_request, hashlib.sha256(data).digest()):
+                return self._drop("unexpected", src, f"a different request {h.message_id} after the answer")
+            self.counters["retransmit_answered"] += 1
             return [IkeSend(src, sport, sa.local[1] if lport != 4500 else 4500, sa.last_response[1])]
         if h.message_id != sa.peer_mid:
             return self._drop("message_id", src, f"request {h.message_id}, expected {sa.peer_mid}")
@@ -228,7 +241,7 @@ class IkeEngine:
         except Exception:  # a bug: nothing was created, say so loudly (STYLE.md §2.7)
             self.counters["internal_error"] += 1
             return [Notify(IkeBug("IKE_SA_INIT", traceback.format_exc()))]
-        sa.lookup, sa.assigner, sa.releaser = self.lookup, self.assigner, self.releaser
+        sa.lookup, sa.assigner, sa.releaser, sa.claimer = self.lookup, self.assigner, self.releaser, self.claimer
         self.sas[sa.spi_r] = sa
         self._half_open[(h.spi_i, src, sport)] = sa
         return out
@@ -269,7 +282,14 @@ class IkeEngine:
     def on_timer(self, now: float) -> list[Action]:
         out: list[Action] = []
         for sa in list(self.sas.values()):
-            out += sa.on_timer(now)
+            try:
+                out += sa.on_timer(now)
+            except Exception as e:  # a bug in one SA's timers: tear that SA down, keep the others running
+                self.counters["internal_error"] += 1
+                out += [
+                    Notify(IkeBug(sa.name, traceback.format_exc())),
+                    *sa._fail(f"internal error: {e!r}", notify_peer=False),
+                ]
         self._reap()
         return out
 

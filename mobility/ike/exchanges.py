@@ -96,7 +96,9 @@ class IkeSaAuth(IkeSaCore):
         if Nt.AUTHENTICATION_FAILED in nts:
             return self._fail("peer refused our authentication", notify_peer=False)
         idr, auth = _one(inner, IDr), _one(inner, AUTH)
-        child = None if [t for t in nts if t < 16384] else self._initiator_child(inner)  # parsed, not installed
+        # error notifies (< 16384) mean no Child SA; USE_ASSIGNED_HoA (42) is RFC 5026 §5.3.2 status
+        errors = [t for t in nts if t < 16384 and t != Nt.USE_ASSIGNED_HOA]
+        child = None if errors else self._initiator_child(inner)  # parsed, not installed
         if p.remote_id is not None and not p.remote_id.matches(Identity(idr.id_type, idr.data)):
             return self._fail(f"responder identity {idr.text()} is not {p.remote_id}", notify_peer=False)
         try:
@@ -126,7 +128,7 @@ class IkeSaAuth(IkeSaCore):
         if len(sa.proposals) != 1 or len(sa.proposals[0].spi) != 4:
             raise DecodeError("ikev2", "sa", 0, "child SA reply needs one ESP proposal with a 4-octet SPI")
         suite = props.suite_of(sa.proposals[0])
-        if not any(set(suite.transforms) == set(s.transforms) for s in p.esp_suites):
+        if not props.offered(suite, p.esp_suites):
             raise DecodeError("ikev2", "sa", 0, "responder chose an ESP suite we did not offer")
         tsi, tsr = _one(inner, TSi), _one(inner, TSr)
         transport = any(isinstance(n, N) and n.type == Nt.USE_TRANSPORT_MODE for n in inner) and p.transport
@@ -220,7 +222,7 @@ class IkeSaAuth(IkeSaCore):
             raise Refused(Nt.NO_PROPOSAL_CHOSEN, "no acceptable ESP proposal")
         prop, suite = pick
         vips = _addresses(attrs)
-        allowed_i = vips if vips else tuple(t for t in policy.remote_ts or tsi.selectors)
+        allowed_i = vips or policy.remote_ts  # nothing assigned or configured: no Child SA (fail closed)
         new_tsi, new_tsr = narrow(tsi.selectors, allowed_i), narrow(tsr.selectors, policy.local_ts or tsr.selectors)
         if not new_tsi or not new_tsr:
             raise Refused(Nt.TS_UNACCEPTABLE, "traffic selectors outside policy")

@@ -111,6 +111,11 @@ def selected(prop: Proposal, suite: Suite, spi: bytes) -> Proposal:
     return Proposal(prop.num, prop.protocol, spi, suite.transforms)
 
 
+def offered(suite: Suite, suites: list[Suite] | tuple[Suite, ...]) -> bool:
+    """Is the suite the peer chose one we offered? (RFC 7296 §2.7: it must be)"""
+    return any(set(suite.transforms) == set(s.transforms) for s in suites)
+
+
 def suite_of(prop: Proposal) -> Suite:
     """The initiator's view of a responder's single-transform-per-type reply."""
     seen: set[int] = set()

@@ -17,7 +17,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from ipaddress import ip_address
+from ipaddress import IPv6Address, ip_address
 from typing import Any
 
 from mobility.crypto import ikeauth
@@ -72,6 +72,11 @@ class State(enum.Enum):
     DEAD = "dead"
 
 
+class Unauthenticated(ValueError):
+    """An unprotected message that may be forged (an error notify in an IKE_SA_INIT response): it is
+    dropped and counted, nothing changes (RFC 7296 §2.21.1)."""
+
+
 class Refused(Exception):
     """A request we answer with an error notify (and no state change)."""
 
@@ -94,6 +99,8 @@ class Pending:
 # Responder hook: (policy, peer identity, CFG_REQUEST or None, now) -> (reply attributes, notifies, actions)
 Assigner = Callable[[Policy, str, CP | None, float], tuple[list[CfgAttribute], list[N], list[Action]]]
 Releaser = Callable[[Policy, str, bytes, float], list[Action]]
+# RFC 5026 §9.2: may this identity use this address of the home prefix? Persist actions if yes, None if not
+Claimer = Callable[[Policy, str, IPv6Address, float], list[Action] | None]
 
 
 class IkeSaCore:
@@ -128,6 +135,7 @@ class IkeSaCore:
         self.next_mid = 0  # our next request
         self.peer_mid = 0  # the peer's next request
         self.last_response: tuple[int, bytes] | None = None
+        self.last_request: bytes = b""  # SHA-256 of the request last_response answers
         self.pending: Pending | None = None
         self.use_4500 = local[1] == 4500
         self.nat_local = self.nat_remote = False
@@ -139,6 +147,7 @@ class IkeSaCore:
         self.created = 0.0
         self.assigner: Assigner | None = None
         self.releaser: Releaser | None = None
+        self.claimer: Claimer | None = None
         self.lookup: Callable[[str], Policy | None] | None = None
         self.rekeyed = False
         self.up_at = 0.0
@@ -269,18 +278,19 @@ class IkeSaCore:
         if Nt.INVALID_KE_PAYLOAD in nts and self.retries < 3:
             want = int.from_bytes(nts[Nt.INVALID_KE_PAYLOAD].data[:2], "big")
             if want not in {s.dh for s in self.policy.ike_suites} or want == self.dh_group:
-                return self._fail(f"peer wants D-H group {want}", notify_peer=False)
+                raise Unauthenticated(f"INVALID_KE_PAYLOAD for D-H group {want}, which we cannot use")
             self.retries += 1
             self._dh_new(want)  # §1.3: retry with the group asked for, full proposal list again
             return self._send_init(now)
         errors = [n for n in nts if n < 16384]
         if errors:
-            return self._fail(f"IKE_SA_INIT refused: {_notify_name(errors[0])}", notify_peer=False)
+            # §2.21.1: an unprotected error may be forged; keep waiting, the retransmission limit decides
+            raise Unauthenticated(f"IKE_SA_INIT refused: {_notify_name(errors[0])}")
         sa, ke, nonce = _one(msg, SA), _one(msg, KE), _one(msg, Nonce)
         if msg.header.spi_r == ZERO_SPI or len(sa.proposals) != 1 or ke.group != self.dh_group:
             raise DecodeError("ikev2", "sa", 0, "IKE_SA_INIT response without one proposal or with another group")
         suite = props.suite_of(sa.proposals[0])
-        if not any(set(suite.transforms) == set(s.transforms) for s in self.policy.ike_suites):
+        if not props.offered(suite, self.policy.ike_suites):
             raise DecodeError("ikev2", "sa", 0, "responder chose a suite we did not offer")
         g_ir = DH_GROUPS[self.dh_group].shared(self.dh_priv, ke.data)  # DhError: nothing changed yet
         self.spi_r, self.nr, self.init_resp = msg.header.spi_r, nonce.data, data

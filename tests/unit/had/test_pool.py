@@ -101,3 +101,27 @@ def test_restore_keeps_identity_binding() -> None:
     p.restore([{"address": "fd00:200::3", "identity": "mn2.example.test", "since": 0.0}])
     assert ask6(p, "mn3.example.test", hint="fd00:200::3")[0] != IPv6Address("fd00:200::3")
     assert ask6(p, "mn2.example.test")[0] == IPv6Address("fd00:200::3")
+
+
+def test_claim_of_an_autoconfigured_home_address() -> None:
+    """The engine's Claimer hook (RFC 5026 §5.3.2, §9.2): the node's own autoconfigured address is leased
+    and persisted; another node's configured or held address, or one outside the home prefix, is not."""
+    p = pool()
+    acts = p.claim(POLICY, "mn2.example.test", IPv6Address("fd00:200::1:9"), 0.0)
+    assert acts is not None and [type(a.record) for a in acts if isinstance(a, Persist)] == [LeaseStored]
+    assert p.leases[IPv6Address("fd00:200::1:9")].identity == "mn2.example.test"
+    before = dict(p.leases)
+    assert p.claim(POLICY, "mn2.example.test", IPv6Address("fd00:200::5"), 0.0) is None  # mn1's configured one
+    assert p.claim(POLICY, "mn3.example.test", IPv6Address("fd00:200::1:9"), 0.0) is None  # mn2 holds it
+    assert p.claim(POLICY, "mn2.example.test", IPv6Address("fd00:999::1"), 0.0) is None  # not the home prefix
+    assert p.leases == before
+    assert pool(autoconf=False).claim(POLICY, "mn2.example.test", IPv6Address("fd00:200::1:9"), 0.0) is None
+
+
+def test_failed_assignment_leaves_no_half_lease() -> None:
+    """An IPv4 lease taken before the IPv6 pick fails is rolled back with the refusal."""
+    p = pool(pool6=None, home_prefix=None)
+    cp = CP(CfgType.REQUEST, (CfgAttribute(CfgAttr.INTERNAL_IP4_ADDRESS), CfgAttribute(CfgAttr.INTERNAL_IP6_ADDRESS)))
+    with pytest.raises(Refused):
+        p.assign(POLICY, "mn2.example.test", cp, 0.0)
+    assert p.leases == {}

@@ -23,9 +23,24 @@ from mobility.ike.policy import (
     Policy,
     ts_from_network,
 )
-from mobility.ike.proposals import parse_suite
+from mobility.ike.proposals import offer, parse_suite
 from mobility.ike.sa import IkeSend
-from mobility.wire.ikev2 import CP, SK, CfgAttr, CfgAttribute, Message, N, Protocol, TSi, TSr, UnknownPayload
+from mobility.wire.ikev2 import (
+    CP,
+    SA,
+    SK,
+    CfgAttr,
+    CfgAttribute,
+    ExchangeType,
+    Flag,
+    Header,
+    Message,
+    N,
+    Protocol,
+    TSi,
+    TSr,
+    UnknownPayload,
+)
 from mobility.wire.ikev2 import Notify as Nt
 
 GW, MN = ("192.0.2.2", 500), ("198.51.100.7", 500)
@@ -456,3 +471,155 @@ def test_malformed_auth_response_leaves_the_initiator_waiting() -> None:
     assert init.status()[0]["state"] == "expect-auth-response" and init.next_deadline() is not None
     out = init.datagram(r2.data, GW[0], r2.sport, r2.dport, now=0.0)
     assert len(events(out, IkeSaEstablished)) == 1 and len(events(out, ChildSaInstall)) == 1
+
+
+# ---- review: unauthenticated input, authorization of addresses (RFC 5026 §9.2) -------------------------
+
+
+def test_forged_ike_sa_init_error_changes_nothing() -> None:
+    """RFC 7296 §2.21.1: an unprotected error notify may be forged; the initiator keeps waiting."""
+    mn, gw = policies()
+    init, resp = pair(mn, gw)
+    key, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    req = Message.decode(acts[0].data).header
+    before = init.status()
+    for note in (N(Nt.NO_PROPOSAL_CHOSEN), N(Nt.INVALID_KE_PAYLOAD, (99).to_bytes(2, "big"))):
+        h = Header(req.spi_i, bytes(8), 0, ExchangeType.IKE_SA_INIT, Flag.RESPONSE, 0)
+        out = init.datagram(Message(h, [note]).encode(), "203.0.113.66", 500, 500, now=0.1)
+        assert events(out, IkeDropped)[0].reason == "unauthenticated" and events(out, IkeSaFailed) == []
+    assert init.status() == before and key in init.sas
+    assert len(events(run(init, resp, acts), IkeSaEstablished)) == 2  # the genuine exchange still completes
+
+
+def test_a_different_request_under_an_answered_message_id_is_not_answered() -> None:
+    """The retransmission cache answers only the identical request, never any datagram with the right
+    SPIs and message ID (which would make us send, and amplify, to a spoofed source)."""
+    mn, gw = policies()
+    init, resp = pair(mn, gw)
+    _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    r1 = resp.datagram(acts[0].data, MN[0], 500, 500, now=0.0)
+    (auth,) = [a for a in init.datagram(r1[0].data, GW[0], 500, 500, now=0.0) if isinstance(a, IkeSend)]
+    resp.datagram(auth.data, MN[0], auth.sport, auth.dport, now=0.0)
+    garbage = bytearray(auth.data)
+    garbage[-1] ^= 1
+    out = resp.datagram(bytes(garbage), "203.0.113.99", auth.sport, auth.dport, now=1.0)
+    assert not [a for a in out if isinstance(a, IkeSend)] and events(out, IkeDropped)[0].reason == "unexpected"
+    again = resp.datagram(auth.data, MN[0], auth.sport, auth.dport, now=2.0)
+    assert len([a for a in again if isinstance(a, IkeSend)]) == 1  # the genuine retransmission still is
+
+
+HOME = ts_from_network("fd00:200::/64")
+
+
+def home_prefix_pair(owned: dict[str, str]) -> tuple[IkeEngine, IkeEngine, bytes, list[str]]:
+    """A home agent that hands out the home prefix fd00:200::/64 and authorizes autoconfigured
+    addresses with `owned` (address -> identity) standing in for its pool."""
+    mn, gw = policies(cp=(CfgAttribute(CfgAttr.MIP6_HOME_PREFIX),))
+    mn = replace(mn, remote_ts=(ts_from_network("10.100.0.0/24"),))
+    claims: list[str] = []
+
+    def assign_prefix(policy: Policy, who: str, cp: CP | None, now: float) -> Any:
+        value = (86400).to_bytes(4, "big") + HOME.start.packed + bytes([64])
+        return [CfgAttribute(CfgAttr.MIP6_HOME_PREFIX, value)], [], []
+
+    def claim(policy: Policy, who: str, address: Any, now: float) -> list[Any] | None:
+        claims.append(str(address))
+        if owned.get(str(address), who) != who:
+            return None
+        owned[str(address)] = who
+        return []
+
+    init = IkeEngine(rand=os.urandom, clock=clock)
+    resp = IkeEngine(
+        rand=os.urandom, clock=clock, suites=gw.ike_suites, lookup=lambda who: gw, assigner=assign_prefix,
+        claimer=claim, local_addr=GW[0],
+    )  # fmt: skip
+    key, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    run(init, resp, acts)
+    return init, resp, key, claims
+
+
+def test_child_sa_for_another_nodes_home_address_or_the_whole_prefix_is_refused() -> None:
+    init, resp, key, claims = home_prefix_pair({"fd00:200::5": "other.example.test"})
+    (gw_key,) = resp.find("mn.example.test")
+    children_before = set(resp.sas[gw_key].children)
+    tsr = (ts_from_network("10.100.0.0/24"),)
+    for tsi in ((ts_from_network("fd00:200::5/128"),), (HOME,)):
+        out = run(init, resp, init.create_child(key, tsi, tsr, now=1.0), now=1.0)
+        assert events(out, ChildSaInstall) == [] and set(resp.sas[gw_key].children) == children_before
+    assert claims == ["fd00:200::5"]  # the prefix-wide selector is not even a candidate
+    # its own autoconfigured address is authorized (claimed) and gets its Child SA
+    out = run(init, resp, init.create_child(key, (ts_from_network("fd00:200::9/128"),), tsr, now=2.0), now=2.0)
+    assert len(events(out, ChildSaInstall)) == 2 and claims[-1] == "fd00:200::9"
+
+
+def test_responder_without_assigned_addresses_or_remote_ts_installs_no_child() -> None:
+    """Fail closed: a policy that says nothing about the peer's side allows no Child SA."""
+    mn, gw = policies()
+    init = IkeEngine(rand=os.urandom, clock=clock)
+    resp = IkeEngine(
+        rand=os.urandom, clock=clock, suites=gw.ike_suites, lookup=lambda who: gw,
+        assigner=lambda p, w, cp, now: ([], [], []), local_addr=GW[0],
+    )  # fmt: skip
+    _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    out = run(init, resp, acts)
+    assert len(events(out, IkeSaEstablished)) == 2 and events(out, ChildSaInstall) == []
+
+
+def test_use_assigned_hoa_is_status_not_error() -> None:
+    """RFC 5026 §5.3.2: with USE_ASSIGNED_HoA both sides install the Child SA for the assigned address."""
+    mn, gw = policies(cp=(CfgAttribute(CfgAttr.MIP6_HOME_PREFIX),))
+
+    def assign_hoa(policy: Policy, who: str, cp: CP | None, now: float) -> Any:
+        return (
+            [CfgAttribute(CfgAttr.INTERNAL_IP6_ADDRESS, HOME.start.packed[:15] + b"\x07" + b"\x40")],
+            [N(Nt.USE_ASSIGNED_HOA)],
+            [],
+        )
+
+    init = IkeEngine(rand=os.urandom, clock=clock)
+    resp = IkeEngine(
+        rand=os.urandom, clock=clock, suites=gw.ike_suites, lookup=lambda who: gw, assigner=assign_hoa,
+        local_addr=GW[0],
+    )  # fmt: skip
+    _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    out = run(init, resp, acts)
+    up = events(out, IkeSaEstablished)
+    assert len(up) == 2 and any(Nt.USE_ASSIGNED_HOA in e.notifies for e in up)
+    assert len(events(out, ChildSaInstall)) == 2
+
+
+def test_ike_rekey_answer_with_a_suite_we_did_not_offer_is_dropped() -> None:
+    init, resp, key, _ = established()
+    req = init.rekey_ike(key, now=1.0)
+    (send,) = [a for a in req if isinstance(a, IkeSend)]
+    (answer,) = [a for a in resp.datagram(send.data, MN[0], send.sport, send.dport, now=1.0) if isinstance(a, IkeSend)]
+    weak = parse_suite("aes256gcm16-prfsha384-x25519", Protocol.IKE)
+
+    def downgrade(pl: list[Any]) -> list[Any]:
+        sa = next(p for p in pl if isinstance(p, SA))
+        prop = offer([weak], Protocol.IKE, sa.proposals[0].spi)[0]
+        return [SA((prop,)) if isinstance(p, SA) else p for p in pl]
+
+    bad = _reseal(resp, answer.data, downgrade, from_initiator=False)
+    before = init.status()
+    out = init.datagram(bad, GW[0], answer.sport, answer.dport, now=1.0)
+    assert events(out, IkeDropped)[0].reason == "malformed" and init.status() == before and key in init.sas
+
+
+def test_wrong_psk_takes_no_lease() -> None:
+    """RFC 5026 §9.2 / STYLE: the address pool is asked only after the initiator authenticated."""
+    mn, gw = policies(gw_psk=b"another-secret-of-enough-length-0123")
+    calls: list[str] = []
+
+    def counting(policy: Policy, who: str, cp: CP | None, now: float) -> Any:
+        calls.append(who)
+        return assign(policy, who, cp, now)
+
+    init = IkeEngine(rand=os.urandom, clock=clock)
+    resp = IkeEngine(
+        rand=os.urandom, clock=clock, suites=gw.ike_suites, lookup=lambda who: gw, assigner=counting, local_addr=GW[0]
+    )
+    _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
+    out = run(init, resp, acts)
+    assert events(out, IkeSaEstablished) == [] and events(out, ChildSaInstall) == [] and calls == []
