@@ -73,6 +73,9 @@ def parse_suite(text: str, protocol: Protocol) -> Suite:
             raise ValueError(f"{text!r}: an ESP proposal has no PRF")
         if not aead and integ is None:
             raise ValueError(f"{text!r}: AES-CBC needs an integrity algorithm")
+        if not aead and integ is not None and integ.id != 12:
+            # the ESP data planes (natt userspace, XFRM) are keyed for HMAC-SHA-256-128 only (sa.esp_pair)
+            raise ValueError(f"{text!r}: ESP integrity must be sha256 (AUTH_HMAC_SHA2_256_128)")
         parts = [encr] + ([integ] if integ and not aead else []) + ([dh] if dh else [])
         parts.append(esn or Transform(TransformType.ESN, 0))
     return Suite(tuple(parts))

@@ -623,3 +623,12 @@ def test_wrong_psk_takes_no_lease() -> None:
     _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
     out = run(init, resp, acts)
     assert events(out, IkeSaEstablished) == [] and events(out, ChildSaInstall) == [] and calls == []
+
+
+def test_esp_integrity_other_than_sha256_is_refused_in_configuration() -> None:
+    """The ESP data planes are keyed for HMAC-SHA-256-128 only: a sha384/sha512 ESP suite would install
+    keys the peer does not use, so configuration refuses it."""
+    for bad in ("aes128-sha384", "aes256-sha512"):
+        with pytest.raises(ValueError, match="ESP integrity"):
+            parse_suite(bad, Protocol.ESP)
+    assert parse_suite("aes256-sha384-ecp256", Protocol.IKE)  # IKE itself supports them
