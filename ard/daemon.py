@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ard.config import ArdConfig
 from ard.engine import ArdEngine, HkExpired, HkIssued, Neighbor, RouterIdentity, SolicitationRefused
 from ard.fmip import FbuSeq, FmipDropped, FmipEngine, Forwarding, ForwardingEnded, Send
+from ard.ipsec import ArIpsec
 from mobility.crypto import cga, ikeauth, sendsig
 from mobility.dataplane.userspace import TunDevice
 from mobility.engine import Action, Notify, Persist
@@ -58,6 +59,7 @@ class ArdDaemon(ServiceShell):
         self.pkt_sock: socket.socket | None = None
         self.tun: TunDevice | None = None
         self.tun_out: socket.socket | None = None
+        self.ipsec: ArIpsec | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._ra_timer: asyncio.TimerHandle | None = None
         self._routes: list[asyncio.Future[Any]] = []
@@ -119,6 +121,7 @@ class ArdDaemon(ServiceShell):
         self.fmip.restore(list(self.store.all("fbu_seq").values()), list(self.store.all("fwd").values()))
         self._open(ifname)
         await self._open_fmip()
+        await self._start_ipsec(neighbors)
         for f in self.fmip.forwarding.values():
             self._route("replace", f.pcoa)
         self._rearm()
@@ -203,6 +206,27 @@ class ArdDaemon(ServiceShell):
             # the tunnel's outer source is the address the MN sent its FBU to, so it knows the PAR
             self.tun_out.bind((str(self.engine.router.global_address), 0))
 
+    async def _start_ipsec(self, neighbors: tuple[Neighbor, ...]) -> None:
+        """HI/HAck between routers inside ESP (RFC 5568 §10), when configured."""
+        assert self.engine is not None
+        peers = {n.nar_address for n in neighbors} | set(self.cfg.fmip_peers)
+        if not self.cfg.ipsec.enabled:
+            if peers:
+                log.warning("HI/HAck with %d router(s) are NOT protected: RFC 5568 §10 wants [ipsec]", len(peers))
+            return
+        own = self.engine.router.global_address
+        if own is None:
+            raise ValueError("[ipsec] needs a global address on the access link (HI/HAck use it)")
+        self.ipsec = ArIpsec(self.cfg.ipsec, own, peers, self._send_raw_mh, self.engine._count)
+        await self.ipsec.start()
+        assert self.ipsec.shell is not None
+        self.handlers.update(self.ipsec.shell.handlers(secrets=False))
+        self.handlers["ipsec"] = lambda a, c: self.ipsec.status() if self.ipsec else []
+
+    def _send_raw_mh(self, src: IPv6Address, data: bytes, dst: IPv6Address) -> None:
+        assert self.mh_sock is not None
+        netif.send_from(self.mh_sock, data, src, dst, 0)
+
     def _on_mh(self) -> None:
         """HI (as NAR) and HAck (as PAR) on the raw Mobility Header socket."""
         assert self.mh_sock is not None and self.fmip is not None
@@ -218,6 +242,10 @@ class ArdDaemon(ServiceShell):
             except DecodeError as e:
                 self.engine._count("drop_mh_malformed")  # type: ignore[union-attr]
                 drop_log.debug("mh", "Mobility Header from %s dropped: %s", src, e)
+                continue
+            if m.mh_type in (mh.MhType.HI, mh.MhType.HACK) and self.ipsec and not self.ipsec.protected(src, d.ifindex):
+                self.engine._count("drop_mh_unprotected")  # type: ignore[union-attr]
+                drop_log.debug("unprotected", "%s from %s dropped: not inside ESP with that router", m.mh_type, src)
                 continue
             if m.mh_type == mh.MhType.HI:
                 acts, sends = self.fmip.hi(src, dst, m)
@@ -257,6 +285,9 @@ class ArdDaemon(ServiceShell):
         assert self.mh_sock is not None
         prefix = self.engine.router.prefix if self.engine is not None else None
         for s in sends:
+            if self.ipsec is not None and self.ipsec.is_peer(s.dst):
+                self.ipsec.submit(s.dst, s.data, s.src)  # HI/HAck: only inside ESP with that router
+                continue
             # on-link destinations (the PCoA copy of an FBack) leave by the access link itself, not by
             # the /128 route into the forwarding TUN that the same FBack has just installed
             oif = self.ifindex if prefix is not None and s.dst in prefix else 0
@@ -358,6 +389,8 @@ class ArdDaemon(ServiceShell):
 
     async def stop(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.ipsec is not None:
+            await self.ipsec.stop()
         for t in (self._ra_timer, self._timer):
             if t is not None:
                 t.cancel()
@@ -402,6 +435,7 @@ class ArdDaemon(ServiceShell):
             "prefix": str(self.engine.router.prefix or ""),
             "keys": len(self.engine.keys),
             "forwarding": len(self.fmip.forwarding) if self.fmip else 0,
+            "hi_hack": "ipsec" if self.ipsec else "unprotected",
             "counters": dict(self.engine.counters),
         }
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any
 
@@ -184,7 +184,9 @@ class ArdEngine:
         old = self.keys.get(str(src))
         reused = old is not None and old.expires > now and old.cga_key == cga_key
         if reused and old is not None:
-            rec = old
+            # the existing key MUST be returned (§3.2); its lifetime starts again, or the renewal the MN
+            # MUST make before HK-LIFETIME ends (§3.3) would get the same deadline back, and ask forever
+            rec = replace(old, expires=now + self.hk_lifetime_s)
         else:
             rec = HkRecord(str(src), hk.new_key(self.rand), hk.choose_at(req.at), now + self.hk_lifetime_s, cga_key)
         self.keys[rec.cga] = rec

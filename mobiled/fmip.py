@@ -37,6 +37,7 @@ HKEPK_LIFETIME, HKEPK_HANDOVERS = 43200, 10  # RFC 5269 §3.7
 CPS_RETRY, CPS_RETRY_MAX = 1.0, 15.0  # RFC 3971 §10.1
 RTSOLPR_RETRIES, RTSOLPR_TIMEOUT = 3, 0.1  # RFC 5568 §9, §6.1.1 (RTT unknown)
 FBU_RETRIES = 3
+RENEW_BACKOFF = 30.0  # a renewal that did not extend the key is asked again only after this long (s)
 MAX_PATH_FETCHES = 8  # routers whose certification path is being fetched at once (bounded state)
 
 
@@ -151,6 +152,7 @@ class FmipClient:
     enc_created: float = 0.0
     enc_handovers: int = 0
     _sol: dict[bytes, _Solicitation] = field(default_factory=dict)
+    _asked: dict[str, float] = field(default_factory=dict)  # CGA -> when we last sent an RtSolPr for it
     _paths: dict[IPv6Address, _PathFetch] = field(default_factory=dict)
     _fbu: dict[tuple[str, str], _Fbu] = field(default_factory=dict)
     _seq: int = 0
@@ -328,6 +330,7 @@ class FmipClient:
         """RtSolPr with HK Request, CGA, Timestamp, Nonce and RSA Signature from our CGA (§3.1). Each
         (re)transmission is a new message with a fresh Nonce: the router refuses a repeated one."""
         enc = self._enc_key(now)
+        self._asked[str(cga)] = now
         nonce = self.rand(14)  # the Nonce option is then exactly 16 octets (RFC 3971 §5.3.2)
         opts: list[nd.NdOption] = []
         if self.lla:
@@ -430,7 +433,13 @@ class FmipClient:
     def renewals(self, now: float, margin: float) -> list[HandoverKey]:
         """Keys that end within `margin` seconds: ask the router again (§3.3 MUST renew)."""
         busy = {s.cga for s in self._sol.values()}
-        return [k for k in self.keys.values() if k.expires - now < margin and IPv6Address(k.cga) not in busy]
+        return [
+            k
+            for k in self.keys.values()
+            if k.expires - now < margin
+            and IPv6Address(k.cga) not in busy
+            and now - self._asked.get(k.cga, -1e18) >= RENEW_BACKOFF  # a router that keeps the old deadline
+        ]
 
 
 def _nar_info(options: tuple[nd.NdOption, ...]) -> tuple[tuple[str, str, str], ...]:

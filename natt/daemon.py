@@ -219,6 +219,7 @@ class NattDaemon:
         return {
             "dataplane": self.dataplane,
             "dataplane_reason": self.dataplane_reason,
+            "tun": self.cfg.tun.name if self.dataplane == "userspace" else "",  # where decapsulated packets arrive
             "port": self.cfg.port,
             "sas": len(self.engine.sas()),
             "peers": len(self.engine.peers()),

@@ -48,9 +48,11 @@ class IkeShell:
         on_event: Callable[[Any], None] | None = None,
         on_persist: Callable[[Any], None] | None = None,
         fwmark: int = 0x4500,
+        on_child: Callable[[int, str, bool], None] | None = None,
     ) -> None:
         self.engine, self.natt_socket, self.listen, self.port = engine, natt_socket, listen, port
         self.on_event, self.on_persist, self.fwmark = on_event, on_persist, fwmark
+        self.on_child = on_child  # (spi_in, peer, up): after natt installed (up) or was told to remove it
         self.natt: AsyncControlClient | None = None
         self._socks: list[socket.socket] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -196,12 +198,19 @@ class IkeShell:
         if isinstance(op, ChildSaInstall):
             js = op.sa.to_json()
             self.installed[op.sa.spi_in] = js
-            self._spawn(self._natt_call("sa.add", **js))
+            self._spawn(self._install(op.sa.spi_in, js))
         elif isinstance(op, ChildSaRemove):
-            if self.installed.pop(op.spi_in, None) is not None:
+            gone = self.installed.pop(op.spi_in, None)
+            if gone is not None:
                 self._spawn(self._natt_call("sa.del", spi_in=op.spi_in))
+                if self.on_child:
+                    self.on_child(op.spi_in, str(gone["peer"]), False)
         elif self.on_event:
             self.on_event(op)
+
+    async def _install(self, spi_in: int, js: dict[str, Any]) -> None:
+        if await self._natt_call("sa.add", **js) is not None and self.on_child and spi_in in self.installed:
+            self.on_child(spi_in, str(js["peer"]), True)  # natt has it: traffic is protected from now on
 
     async def _natt_call(self, cmd: str, **args: Any) -> Any:
         assert self.natt is not None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import sys
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
@@ -82,6 +83,7 @@ class Datagram:
     src: IPv6Address
     dst: IPv6Address | None  # None if the kernel gave no IPV6_PKTINFO
     hop_limit: int  # -1 if not reported
+    ifindex: int = 0  # the interface it arrived on (IPV6_PKTINFO), 0 if not reported
 
 
 def receive(sock: socket.socket) -> Datagram | None:
@@ -94,13 +96,14 @@ def receive(sock: socket.socket) -> Datagram | None:
     except OSError as e:
         log.debug("receive: %s", e)
         return None
-    hop, dst = -1, None
+    hop, dst, ifindex = -1, None, 0
     for level, ctype, cdata in anc:
         if level == socket.IPPROTO_IPV6 and ctype == IPV6_HOPLIMIT:
             hop = int.from_bytes(cdata[:4], "little")
         elif level == socket.IPPROTO_IPV6 and ctype == IPV6_PKTINFO:
             dst = IPv6Address(cdata[:16])
-    return Datagram(data, IPv6Address(addr[0].split("%")[0]), dst, hop)
+            ifindex = int.from_bytes(cdata[16:20], sys.byteorder)
+    return Datagram(data, IPv6Address(addr[0].split("%")[0]), dst, hop, ifindex)
 
 
 def send_from(sock: socket.socket, data: bytes, src: IPv6Address | None, dst: IPv6Address, ifindex: int = 0) -> None:

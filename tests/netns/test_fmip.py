@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from mobility.lab import pki
+from mobility.lab.natt import start_natt
 from mobility.lab.netns import Daemon, Lab
 from mobility.lab.topology import End, Link, Route, Topology
 from mobility.lab.tshark import tshark_fields, unexplained_errors
@@ -80,7 +81,9 @@ def move(lab: Lab) -> None:
     lab.run("nar", "ip", "link", "set", "ap0", "up")
 
 
-def routers(lab: Lab, tmp: Path) -> tuple[Node, Node, Path]:
+def routers(lab: Lab, tmp: Path, *, ipsec: bool = False) -> tuple[Node, Node, Path]:
+    """PAR and NAR running ard; with `ipsec`, HI/HAck run inside ESP (natt on each router, one shared
+    secret, RFC 5568 §10)."""
     ca = pki.make_ca("SEND lab CA", kind="rsa", prefixes=(IPv6Network("2001:db8::/32"),))
     anchor = tmp / "send-ca.pem"
     anchor.write_bytes(ca.cert_pem())
@@ -98,6 +101,12 @@ def routers(lab: Lab, tmp: Path) -> tuple[Node, Node, Path]:
             f'interfaces = ["br0"]\nkey_file = "{d}/router.key"\ncert_file = "{d}/router.pem"\nsec = 0\n'
             f"ra_interval_s = 3\n{extra}"
         )
+        if ipsec:
+            natt = start_natt(lab, host, listen=(PAR_ADDR if host == "par" else NAR_ADDR,))
+            psk = d / "ar.psk"
+            psk.write_bytes(b"access routers of the lab\n")
+            psk.chmod(0o600)
+            conf += f'[ipsec]\nenabled = true\npsk_file = "{psk}"\nnatt_socket = "{natt.socket}"\n'
         nodes.append(Node(lab, host, "ard", conf))
     return nodes[0], nodes[1], anchor
 
@@ -121,7 +130,7 @@ def fmip_lab(lab_factory: Callable[..., Lab]) -> Lab:
 
 def test_fast_handover_with_handover_key(fmip_lab: Lab, tmp_path: Path) -> None:
     lab = fmip_lab
-    par, nar, anchor = routers(lab, tmp_path)
+    par, nar, anchor = routers(lab, tmp_path, ipsec=True)
     mn = Node(lab, "mn", "mobiled", f'[fmip]\ninterface = "eth0"\ntrust_anchors = ["{anchor}"]\nsec = 1\n')
     keys = wait(lambda: mn.ctl("fmip.keys"), 30, "a handover key from the PAR")
     k = keys[0]
@@ -132,10 +141,13 @@ def test_fast_handover_with_handover_key(fmip_lab: Lab, tmp_path: Path) -> None:
     pcoa = k["cga"]
     assert [x["cga"] for x in par.ctl("keys")] == [pcoa]
 
-    # kill -9 of the PAR's ard: the key is kept, and the FBU below verifies with it
+    # kill -9 of the PAR's ard: the key is kept, and the FBU below verifies with it; the PAR (the lower
+    # address) sets up a new IKE SA with the NAR, which replaces the one the killed process left behind
     par.daemon.kill()
     par.start()
     assert [x["cga"] for x in par.ctl("keys")] == [pcoa]
+    wait(lambda: par.ctl("ipsec")[0]["child_sas"] == 1, 15, "the PAR's Child SA with the NAR")
+    wait(lambda: len(nar.ctl("ike.sas")) == 1, 15, "the NAR keeping only the new IKE SA")
 
     out = tmp_path / "probe.json"
     rx = lab.popen("mn", [sys.executable, "-m", "tests.support.probe", "recv", "9999", "9", str(out)])
@@ -154,7 +166,10 @@ def test_fast_handover_with_handover_key(fmip_lab: Lab, tmp_path: Path) -> None:
     stats = par.ctl("stats")
     print(f"probe: {len(got)} received of ~700, forwarded by the PAR {stats.get('fwd_packets', 0)}")
     assert stats["fbu_accepted"] == 1 and stats.get("fwd_packets", 0) > 100
-    assert nar.ctl("stats")["hi_answered"] >= 1
+    nar_stats = nar.ctl("stats")
+    assert nar_stats["hi_answered"] >= 1
+    assert "drop_mh_unprotected" not in nar_stats and "drop_mh_unprotected" not in stats
+    assert par.ctl("status")["hi_hack"] == "ipsec" and nar.ctl("ipsec")[0]["role"] == "responder"
     after = [n for n in got if n > 300]  # sent after the move, arrived through the tunnel
     assert len(after) > 100
     lost = sorted(set(range(min(got), max(got) + 1)) - set(got))
@@ -166,15 +181,17 @@ def test_fast_handover_with_handover_key(fmip_lab: Lab, tmp_path: Path) -> None:
     bb_pcap = next(p for p in pcaps if p.name.startswith("par-eth2"))
     mh_types = {r[0] for r in tshark_fields(mn_pcap, "mipv6", ["mip6.mhtype"]) if r}
     assert {"8", "9"} <= mh_types  # FBU, FBack
-    assert {r[0] for r in tshark_fields(bb_pcap, "mipv6", ["mip6.mhtype"]) if r} >= {"14", "15"}  # HI, HAck
+    # HI and HAck crossed the backbone only inside ESP (RFC 5568 §10); the FBack to the NCoA is in the clear
+    assert {r[0] for r in tshark_fields(bb_pcap, "mipv6", ["mip6.mhtype"]) if r} == {"9"}
+    assert len(tshark_fields(bb_pcap, "esp", ["esp.spi"])) >= 2
     for p in pcaps:
         assert not unexplained_errors(p), p
 
 
 def test_forged_fbus_change_no_key_and_no_forwarding(lab_factory: Callable[..., Lab], tmp_path: Path) -> None:
-    lab = lab_factory(TOPO, bad=True)  # captures hold deliberately bad FBUs: *-bad.pcap
+    lab = lab_factory(TOPO, bad=True)  # captures hold deliberately bad FBUs and HIs: *-bad.pcap
     bridges(lab)
-    par, _nar, anchor = routers(lab, tmp_path)
+    par, nar, anchor = routers(lab, tmp_path, ipsec=True)
     mn = Node(lab, "mn", "mobiled", f'[fmip]\ninterface = "eth0"\ntrust_anchors = ["{anchor}"]\nsec = 0\n')
     pcoa = wait(lambda: mn.ctl("fmip.keys"), 30, "a handover key from the PAR")[0]["cga"]
     keys_before = [(x["cga"], x["at"]) for x in par.ctl("keys")]
@@ -184,9 +201,17 @@ def test_forged_fbus_change_no_key_and_no_forwarding(lab_factory: Callable[..., 
     assert stats["drop_fbu_bad_mac"] == 1 and stats["drop_fbu_unknown_cga"] == 1
     assert "fbu_accepted" not in stats and par.ctl("forwarding") == []
     assert [(x["cga"], x["at"]) for x in par.ctl("keys")] == keys_before
-    # the genuine mobile node is unaffected: its FBU is still accepted
+    # HI and HAck in the clear (around natt's tunnel), from the peer routers' own addresses: dropped
+    wait(lambda: par.ctl("ipsec")[0]["child_sas"] == 1, 15, "the Child SA between the routers")
+    lab.run("par", sys.executable, "-m", "tests.support.hi_forge", "hi", PAR_ADDR, NAR_ADDR, ncoa)
+    lab.run("nar", sys.executable, "-m", "tests.support.hi_forge", "hack", NAR_ADDR, PAR_ADDR, ncoa)
+    wait(lambda: nar.ctl("stats").get("drop_mh_unprotected") == 1, 10, "the NAR dropping the cleartext HI")
+    wait(lambda: par.ctl("stats").get("drop_mh_unprotected") == 1, 10, "the PAR dropping the cleartext HAck")
+    assert "hi_answered" not in nar.ctl("stats") and par.ctl("forwarding") == []
+    # the genuine mobile node is unaffected: its FBU is still accepted, and HI/HAck run inside ESP
     fb = mn.ctl("fmip.handover", timeout=8)
     assert fb["status"] == 0 and [f["pcoa"] for f in par.ctl("forwarding")] == [pcoa]
+    assert nar.ctl("stats")["hi_answered"] == 1
 
 
 def test_cga_kept_across_restarts_and_dad_collision(lab_factory: Callable[..., Lab], tmp_path: Path) -> None:

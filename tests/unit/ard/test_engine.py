@@ -193,3 +193,35 @@ def test_forged_flood_from_many_sources_buys_few_signatures(router: RouterIdenti
     # a valid request still gets its key
     _, adv = ask(e, mn, request(mn, nonce=b"valid1"))
     assert adv is not None and isinstance(adv.first(nd.HandoverKeyReply), nd.HandoverKeyReply)
+
+
+def test_a_renewal_returns_the_same_key_with_a_fresh_lifetime(router: RouterIdentity, mn: dict[str, Any]) -> None:
+    """§3.2: an existing key MUST be returned; §3.3: the MN MUST ask again before HK-LIFETIME ends, so
+    the answer restarts the lifetime (else the renewal would buy nothing and be asked again at once)."""
+    e = engine(router)
+    _, adv = ask(e, mn, request(mn))
+    assert adv is not None
+    first = adv.first(nd.HandoverKeyReply)
+    assert isinstance(first, nd.HandoverKeyReply)
+    later = NOW + hk.HK_LIFETIME - 300
+    acts, adv = ask(e, mn, request(mn, nonce=b"nonce-renew", ts=later), now=later)
+    assert adv is not None
+    again = adv.first(nd.HandoverKeyReply)
+    assert isinstance(again, nd.HandoverKeyReply) and again.lifetime == hk.HK_LIFETIME
+    assert hk.decrypt(mn["hkek"], again.encrypted_key) == hk.decrypt(mn["hkek"], first.encrypted_key)
+    rec = e.keys[str(mn["addr"])]
+    assert rec.expires == later + hk.HK_LIFETIME
+    assert [a.record.record.expires for a in acts if isinstance(a, Persist)] == [rec.expires]  # persisted
+    e.expire(NOW + hk.HK_LIFETIME)  # the original deadline passes: the key lives on
+    assert str(mn["addr"]) in e.keys
+
+
+def test_each_cga_gets_its_own_key(router: RouterIdentity, mn: dict[str, Any]) -> None:
+    """§3.6: a unique key for each CGA public key."""
+    e = engine(router)
+    other = make_mn()
+    assert other["addr"] != mn["addr"]
+    ask(e, mn, request(mn))
+    ask(e, other, request(other, nonce=b"nonce-other"))
+    keys = [e.keys[str(m["addr"])].key for m in (mn, other)]
+    assert len(set(keys)) == 2 and all(len(k) == hk.KEY_LEN for k in keys)

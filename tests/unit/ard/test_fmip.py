@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ard.engine import ArdEngine, Neighbor, RouterIdentity
 from ard.fmip import FmipEngine, Forwarding, Send
-from mobiled.fmip import FastHandover, FmipClient, HandoverKey, IcmpSend, MhSend, RouterFound
+from mobiled.fmip import RENEW_BACKOFF, FastHandover, FmipClient, HandoverKey, IcmpSend, MhSend, RouterFound
 from mobility.crypto import cga, hk, sendsig
 from mobility.engine import Notify, Persist
 from mobility.lab import pki
@@ -336,3 +336,35 @@ def test_unverified_routers_are_bounded(pkiset: dict[str, Any]) -> None:
         sent += len(sends)
     assert len(w.mn._paths) == MAX_PATH_FETCHES and sent == MAX_PATH_FETCHES
     assert w.mn.counters["drop_nd_too_many_unverified_routers"] == 4
+
+
+def test_the_mn_renews_its_key_before_hk_lifetime_ends(pkiset: dict[str, Any]) -> None:
+    """§3.3: prior to HK-LIFETIME expiring the MN MUST request a new key; the PAR returns the same key
+    with the lifetime started again, so the MN stops asking until the next renewal is due."""
+    w = World(pkiset)
+    k = w.get_key()
+    assert w.mn.renewals(NOW, margin=600) == []
+    later = k.expires - 300
+    assert w.mn.renewals(later, margin=600) == [k]
+    sol = w.mn.rtsolpr(IPv6Address(k.router_ll), w.pcoa, w.params, later)
+    assert w.mn.renewals(later, margin=600) == []  # one solicitation at a time
+    _, adv = w.ard.rtsolpr(sol.data, w.pcoa, w.router.address, 255, now=later)
+    assert adv is not None
+    acts, _ = w.to_mn(adv, w.pcoa, now=later)
+    renewed = [a.record for a in acts if isinstance(a, Persist) and isinstance(a.record, HandoverKey)]
+    assert len(renewed) == 1 and renewed[0].key == k.key and renewed[0].expires > k.expires
+    assert w.mn.keys[(k.ar, k.cga)].expires == renewed[0].expires
+    assert w.mn.renewals(later + 1, margin=600) == []
+
+
+def test_a_renewal_that_does_not_extend_the_key_is_not_asked_again_at_once(pkiset: dict[str, Any]) -> None:
+    """A router that answers a renewal with the old deadline (or not at all) gets the next request only
+    after RENEW_BACKOFF, not at every tick: each request costs it an RSA signature."""
+    w = World(pkiset)
+    k = w.get_key()
+    later = k.expires - 300
+    sol = w.mn.rtsolpr(IPv6Address(k.router_ll), w.pcoa, w.params, later)
+    for n in list(w.mn._sol):  # the solicitation went unanswered: its retransmissions are over
+        del w.mn._sol[n]
+    assert sol.data and w.mn.renewals(later + 1, margin=600) == []
+    assert w.mn.renewals(later + RENEW_BACKOFF, margin=600) == [k]
