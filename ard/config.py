@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
+from typing import Literal
 
 from mobility.service.config import ServiceSection
 from mobility.service.ikeconfig import DEFAULT_ESP, DEFAULT_IKE
@@ -74,6 +75,13 @@ class ArdConfig:
     forward_s: int = field(
         default=10, metadata={"doc": "longest FMIPv6 forwarding granted after an FBU (seconds)", "range": (1, 3600)}
     )
-    tunnel_name: str = field(default="fmip0", metadata={"doc": "TUN device carrying traffic for previous CoAs"})
+    tunnel_name: str = field(
+        default="fmip0",
+        metadata={"doc": "TUN device for previous CoAs (userspace); kernel: prefix of the ip6tnl link names"},
+    )
+    forward_backend: Literal["auto", "kernel", "userspace"] = field(
+        default="auto",
+        metadata={"doc": "PCoA forwarding: auto = kernel ip6tnl links when the kernel can create one, else userspace"},
+    )
     ipsec: IpsecSection = field(default_factory=IpsecSection)
     service: ServiceSection = field(default_factory=ServiceSection)

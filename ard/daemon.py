@@ -5,13 +5,13 @@ forwarding state in SQLite (committed before the answer leaves, so they survive 
 
 FMIPv6 (RFC 5568): FBUs carry a Home Address option, which this kernel (no MIP6) drops, so they are
 read from an AF_PACKET socket; HI/HAck (no Home Address option) use a raw Mobility Header socket.
-Forwarding for a previous CoA is a /128 route into a TUN device; each packet read there is sent to the
-new CoA inside IPv6 (a raw protocol-41 socket, RFC 2473 encapsulation by the kernel's output path)."""
+Forwarding for a previous CoA goes to the new CoA inside IPv6 (RFC 2473) through
+mobility.dataplane.ip6tunnel: ip6tnl links when the kernel has them, else a TUN device and a raw
+protocol-41 socket (`forward_backend`)."""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
 import os
@@ -28,13 +28,13 @@ from ard.engine import ArdEngine, HkExpired, HkIssued, Neighbor, RouterIdentity,
 from ard.fmip import FbuSeq, FmipDropped, FmipEngine, Forwarding, ForwardingEnded, Send
 from ard.ipsec import ArIpsec
 from mobility.crypto import cga, ikeauth, sendsig
-from mobility.dataplane.userspace import TunDevice
+from mobility.dataplane.ip6tunnel import Forwarder, open_forwarder
 from mobility.engine import Action, Notify, Persist
 from mobility.service import netif
 from mobility.service.config import read_secret_file
 from mobility.service.control import ControlConnection
 from mobility.service.logging import RateLimitedLog
-from mobility.service.netif import add_address_nodad, link_layer_address, link_up
+from mobility.service.netif import add_address_nodad, link_layer_address
 from mobility.service.runner import DaemonContext
 from mobility.service.shell import ServiceShell
 from mobility.service.state import StateStore
@@ -57,12 +57,10 @@ class ArdDaemon(ServiceShell):
         self.fmip: FmipEngine | None = None
         self.mh_sock: socket.socket | None = None
         self.pkt_sock: socket.socket | None = None
-        self.tun: TunDevice | None = None
-        self.tun_out: socket.socket | None = None
+        self.fwd: Forwarder | None = None
         self.ipsec: ArIpsec | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._ra_timer: asyncio.TimerHandle | None = None
-        self._routes: list[asyncio.Future[Any]] = []
         self.handlers.update({"keys": self._cmd_keys, "stats": self._cmd_stats, "forwarding": self._cmd_forwarding})
 
     async def start(self) -> None:
@@ -122,8 +120,6 @@ class ArdDaemon(ServiceShell):
         self._open(ifname)
         await self._open_fmip()
         await self._start_ipsec(neighbors)
-        for f in self.fmip.forwarding.values():
-            self._route("replace", f.pcoa)
         self._rearm()
         self._send_ra()
         log.info(
@@ -197,14 +193,16 @@ class ArdDaemon(ServiceShell):
         p.setblocking(False)
         loop.add_reader(p.fileno(), self._on_packet)
         self.pkt_sock = p
-        self.tun = TunDevice(self.cfg.tunnel_name)
-        await loop.run_in_executor(None, link_up, self.cfg.tunnel_name)
-        loop.add_reader(self.tun.fd, self._on_tun)
-        self.tun_out = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 41)  # IPv6-in-IPv6 (RFC 2473)
-        self.tun_out.setblocking(False)
-        if self.engine is not None and self.engine.router.global_address is not None:
-            # the tunnel's outer source is the address the MN sent its FBU to, so it knows the PAR
-            self.tun_out.bind((str(self.engine.router.global_address), 0))
+        assert self.engine is not None and self.fmip is not None
+        # the tunnel's outer source is the address the MN sent its FBU to, so it knows the PAR;
+        # forwarding restored from the state is installed again (stale kernel links removed)
+        self.fwd = await open_forwarder(
+            self.cfg.forward_backend,
+            tunnel_name=self.cfg.tunnel_name,
+            local=self.engine.router.global_address,
+            forwarding={f.pcoa: f.ncoa for f in self.fmip.forwarding.values()},
+        )
+        log.info("forwarding backend: %s (%s)", self.fwd.name, self.fwd.reason)
 
     async def _start_ipsec(self, neighbors: tuple[Neighbor, ...]) -> None:
         """HI/HAck between routers inside ESP (RFC 5568 §10), when configured."""
@@ -289,33 +287,9 @@ class ArdDaemon(ServiceShell):
                 self.ipsec.submit(s.dst, s.data, s.src)  # HI/HAck: only inside ESP with that router
                 continue
             # on-link destinations (the PCoA copy of an FBack) leave by the access link itself, not by
-            # the /128 route into the forwarding TUN that the same FBack has just installed
+            # the forwarding /128 route (TUN or ip6tnl) that the same FBack has just installed
             oif = self.ifindex if prefix is not None and s.dst in prefix else 0
             netif.send_from(self.mh_sock, s.data, s.src, s.dst, oif)
-
-    def _on_tun(self) -> None:
-        """Packets for previous CoAs: into IPv6 towards the new CoA (RFC 5568 §4 forwarding)."""
-        assert self.tun is not None and self.tun_out is not None and self.fmip is not None
-        for _ in range(256):
-            pkt = self.tun.read()
-            if pkt is None:
-                return
-            if len(pkt) < 40 or pkt[0] >> 4 != 6:
-                continue
-            f = self.fmip.forwarding.get(str(IPv6Address(pkt[24:40])))
-            if f is None:
-                self.engine._count("fwd_no_binding")  # type: ignore[union-attr]
-                continue
-            try:
-                self.tun_out.sendto(pkt, (f.ncoa, 0))
-                self.engine._count("fwd_packets")  # type: ignore[union-attr]
-            except OSError as e:
-                log.debug("forward to %s: %s", f.ncoa, e)
-
-    def _route(self, op: str, pcoa: str) -> None:
-        """/128 routes into the TUN, added and removed in order on one worker thread."""
-        fut = asyncio.get_running_loop().run_in_executor(_ROUTES, _route, op, pcoa, self.cfg.tunnel_name)
-        self._routes = [f for f in self._routes if not f.done()] + [fut]
 
     def _apply(self, actions: list[Action]) -> None:
         for a in actions:
@@ -335,10 +309,12 @@ class ArdDaemon(ServiceShell):
                 elif isinstance(ev, HkExpired):
                     log.info("handover key for %s discarded", ev.cga)
                 elif isinstance(ev, Forwarding):
-                    self._route("replace", ev.pcoa)
+                    if self.fwd is not None:
+                        self.fwd.add(ev.pcoa, ev.ncoa)
                     log.info("forwarding %s to %s for %d s", ev.pcoa, ev.ncoa, int(ev.expires - time.time()))
                 elif isinstance(ev, ForwardingEnded):
-                    self._route("del", ev.pcoa)
+                    if self.fwd is not None:
+                        self.fwd.remove(ev.pcoa)
                     log.info("forwarding for %s ended", ev.pcoa)
                 elif isinstance(ev, FmipDropped):
                     drop_log.debug(ev.reason, "FMIPv6 message from %s dropped: %s", ev.src, ev.reason)
@@ -398,16 +374,14 @@ class ArdDaemon(ServiceShell):
             if sk is not None:
                 loop.remove_reader(sk.fileno())
                 sk.close()
-        if self.tun is not None:
-            loop.remove_reader(self.tun.fd)
-            os.close(self.tun.fd)
-        if self.tun_out is not None:
-            self.tun_out.close()
+        if self.fwd is not None:
+            await self.fwd.close()
         if self.store is not None:
             self.store.close()
 
-    def _cmd_stats(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
-        return dict(self.engine.counters) if self.engine else {}
+    async def _cmd_stats(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
+        fwd = (await self.fwd.counters()).totals if self.fwd is not None else {}
+        return {**self.engine.counters, **fwd} if self.engine else {}
 
     def _cmd_keys(self, args: dict[str, Any], conn: ControlConnection) -> list[dict[str, Any]]:
         if self.engine is None:
@@ -416,12 +390,18 @@ class ArdDaemon(ServiceShell):
             {"cga": r.cga, "at": r.at, "expires_in_s": int(r.expires - time.time())} for r in self.engine.keys.values()
         ]
 
-    def _cmd_forwarding(self, args: dict[str, Any], conn: ControlConnection) -> list[dict[str, Any]]:
+    async def _cmd_forwarding(self, args: dict[str, Any], conn: ControlConnection) -> list[dict[str, Any]]:
         if self.fmip is None:
             return []
+        packets = (await self.fwd.counters()).packets if self.fwd is not None else {}
         now = time.time()
         return [
-            {"pcoa": f.pcoa, "ncoa": f.ncoa, "expires_in_s": round(f.expires - now, 1)}
+            {
+                "pcoa": f.pcoa,
+                "ncoa": f.ncoa,
+                "expires_in_s": round(f.expires - now, 1),
+                "packets": packets.get(f.pcoa, 0),  # kernel backend: the NCoA's ip6tnl link
+            }
             for f in self.fmip.forwarding.values()
         ]
 
@@ -435,23 +415,11 @@ class ArdDaemon(ServiceShell):
             "prefix": str(self.engine.router.prefix or ""),
             "keys": len(self.engine.keys),
             "forwarding": len(self.fmip.forwarding) if self.fmip else 0,
+            "forwarding_backend": self.fwd.name if self.fwd else "none",
+            "forwarding_backend_reason": self.fwd.reason if self.fwd else "",
             "hi_hack": "ipsec" if self.ipsec else "unprotected",
             "counters": dict(self.engine.counters),
         }
-
-
-_ROUTES = concurrent.futures.ThreadPoolExecutor(1, "ard-routes")
-
-
-def _route(op: str, pcoa: str, tun: str) -> None:
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        try:
-            idx = ipr.link_lookup(ifname=tun)[0]
-            ipr.route(op, dst=f"{pcoa}/128", oif=idx, family=socket.AF_INET6)
-        except Exception as e:  # pyroute2 raises NetlinkError
-            log.warning("route %s %s via %s: %s", op, pcoa, tun, e)
 
 
 def _link_prefix(ifname: str, prefix: IPv6Network | None) -> tuple[IPv6Network | None, IPv6Address | None]:

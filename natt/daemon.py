@@ -47,18 +47,21 @@ SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 BATCH = 256  # datagrams or TUN packets handled per readiness callback
 
 
+def _bypass_xfrm(sock: socket.socket) -> None:
+    """Our own datagrams never enter an XFRM SA, not even a transport-mode one with the same peer."""
+    from mobility.dataplane.xfrm import socket_bypass
+
+    try:
+        socket_bypass(sock)
+    except OSError as e:
+        log.debug("no XFRM socket policy: %s", e)
+
+
 def choose_dataplane(wanted: str) -> tuple[str, str]:
     """`auto` probes whether this kernel can install an ESP XFRM state (ARCHITECTURE.md)."""
-    if wanted == "userspace":
-        return "userspace", "configured"
-    from mobility.dataplane.probe import probe_kernel_esp
+    from mobility.dataplane.probe import choose_backend, probe_kernel_esp
 
-    ok, why = probe_kernel_esp()
-    if ok:
-        return "kernel", why
-    if wanted == "kernel":
-        raise RuntimeError(f"dataplane = kernel, but {why}")
-    return "userspace", why
+    return choose_backend(wanted, probe_kernel_esp, "dataplane")
 
 
 class NattDaemon:
@@ -132,6 +135,7 @@ class NattDaemon:
             sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
             sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20)
             mark_socket(sock, self.cfg.tun.fwmark)
+            _bypass_xfrm(sock)
             if self.dataplane == "userspace":
                 try:  # receive bursts coalesced: one syscall for up to 64 datagrams of one flow
                     sock.setsockopt(SOL_UDP, UDP_GRO, 1)

@@ -1,10 +1,12 @@
-"""Can this kernel do ESP itself? `dataplane = "auto"` asks before choosing a backend."""
+"""Can this kernel do ESP (or ip6tnl) itself? `dataplane = "auto"` (ard: `forward_backend`) asks before
+choosing a backend."""
 
 from __future__ import annotations
 
 import errno
 import os
 import socket
+from collections.abc import Callable
 from ipaddress import ip_address
 
 from mobility.dataplane.xfrm import XFRM_MODE_TUNNEL, XfrmSocket, algo_aead, encap_tmpl
@@ -36,6 +38,36 @@ def probe_kernel_esp() -> tuple[bool, str]:
         }.get(e.errno or 0, "")
         return False, f"kernel cannot install an ESP state: {e.strerror}{hint}"
     return True, "kernel installs ESP-in-UDP states (XFRM)"
+
+
+def choose_backend(wanted: str, probe: Callable[[], tuple[bool, str]], setting: str) -> tuple[str, str]:
+    """(backend, why) for `setting` = auto | kernel | userspace: auto takes the kernel when `probe` says
+    it can, else userspace with the probe's reason (ARCHITECTURE.md); kernel without support is an error."""
+    if wanted == "userspace":
+        return "userspace", "configured"
+    ok, why = probe()
+    if ok:
+        return "kernel", why
+    if wanted == "kernel":
+        raise RuntimeError(f"{setting} = kernel, but {why}")
+    return "userspace", why
+
+
+def probe_kernel_ip6tnl() -> tuple[bool, str]:
+    """Create (and delete) a throwaway ip6ip6 ip6tnl link; report whether it worked and why not."""
+    from pyroute2 import IPRoute
+
+    tag = os.urandom(3).hex()
+    name = f"m6probe{tag}"
+    try:
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=name, kind="ip6tnl", ip6tnl_remote=f"2001:db8:ffff::{tag[:4]}", ip6tnl_proto=41)
+            ipr.link("del", index=ipr.link_lookup(ifname=name)[0])
+    except Exception as e:  # pyroute2's NetlinkError carries the errno as `code`
+        code = getattr(e, "code", 0)
+        hint = {errno.EOPNOTSUPP: " (no ip6_tunnel in this kernel)", errno.EPERM: " (needs CAP_NET_ADMIN)"}
+        return False, f"kernel cannot create an ip6tnl link: {os.strerror(code) if code else e}{hint.get(code, '')}"
+    return True, "kernel creates ip6tnl (ip6ip6) links"
 
 
 def set_udp_encap(sock: socket.socket) -> None:

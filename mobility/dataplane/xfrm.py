@@ -319,3 +319,22 @@ class XfrmSocket:
 
 def parse_address(text: str) -> IPv4Address | IPv6Address:
     return ip_address(text)
+
+
+IP_XFRM_POLICY, IPV6_XFRM_POLICY = 17, 35  # include/uapi/linux/in.h, in6.h
+XFRM_POLICY_ALLOW = 0
+
+
+def socket_bypass(sock: socket.socket) -> None:
+    """Exempt one socket from every XFRM policy, both directions (what strongSwan does to its IKE
+    sockets): natt's and the IKE owners' own datagrams between two hosts that share a transport-mode
+    SA must not be wrapped in that SA. Raises OSError where the kernel has no XFRM."""
+    family = sock.family
+    level, opt = (
+        (socket.IPPROTO_IPV6, IPV6_XFRM_POLICY) if family == socket.AF_INET6 else (socket.IPPROTO_IP, IP_XFRM_POLICY)
+    )
+    for direction in (XFRM_POLICY_IN, XFRM_POLICY_OUT):
+        sel = bytes(40) + struct.pack("=HBBB3xiI", family, 0, 0, 0, 0, 0)  # any address, any protocol
+        info = sel + bytes(96) + struct.pack("=IIBBBB4x", 0, 0, direction, XFRM_POLICY_ALLOW, 0, 0)
+        assert len(info) == 168  # sizeof(struct xfrm_userpolicy_info)
+        sock.setsockopt(level, opt, info)

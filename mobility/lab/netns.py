@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "build"
 CAPTURES = BUILD / "captures"
 REGISTRY = Path("/run/mobility-lab")
+# a daemon imports and starts 10-15x slower in the kernel guest (TCG): give it longer to say READY=1
+READY_TIMEOUT = 60.0 if os.environ.get("MOBILITY_IN_GUEST") == "1" else 15.0
 
 
 def sanitize(name: str) -> str:
@@ -304,7 +306,7 @@ class Lab:
         argv: list[str],
         *,
         env: dict[str, str] | None = None,
-        ready_timeout: float = 15.0,
+        ready_timeout: float = READY_TIMEOUT,
     ) -> Daemon:
         d = self.daemon_dir(host, name)
         notify = d / f"notify-{secrets.token_hex(3)}.sock"

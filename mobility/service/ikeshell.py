@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mobility.dataplane.xfrm import socket_bypass
 from mobility.engine import Action, IkeSend, Notify, Persist, Program
 from mobility.ike.engine import IkeEngine
 from mobility.ike.policy import ChildSaInstall, ChildSaRemove, IkeBug, IkeDropped
@@ -101,6 +102,10 @@ class IkeShell:
             # IKE itself never enters the tunnel, even when a Child SA covers the peer's address:
             # natt's routing rules send packets carrying its mark around the tunnel table
             s.setsockopt(socket.SOL_SOCKET, SO_MARK, self.fwmark)
+            try:  # and no XFRM policy (kernel data plane) wraps IKE in the SAs it negotiates
+                socket_bypass(s)
+            except OSError as e:
+                log.debug("no XFRM socket policy: %s", e)
             s.bind((addr, self.port))
             s.setblocking(False)
             self._loop.add_reader(s.fileno(), self._on_udp, s)
