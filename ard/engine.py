@@ -184,17 +184,19 @@ class ArdEngine:
         old = self.keys.get(str(src))
         reused = old is not None and old.expires > now and old.cga_key == cga_key
         if reused and old is not None:
-            # the existing key MUST be returned (§3.2); its lifetime starts again, or the renewal the MN
-            # MUST make before HK-LIFETIME ends (§3.3) would get the same deadline back, and ask forever
-            rec = replace(old, expires=now + self.hk_lifetime_s)
+            # the existing key MUST be returned (§3.2); in its second half its lifetime starts again, or
+            # the renewal the MN MUST make before HK-LIFETIME ends (§3.3) would get the same deadline
+            # back and ask forever (earlier, nothing changes: no state write for a repeated request)
+            fresh = old.expires - now > self.hk_lifetime_s / 2
+            rec = old if fresh else replace(old, expires=now + self.hk_lifetime_s)
         else:
             rec = HkRecord(str(src), hk.new_key(self.rand), hk.choose_at(req.at), now + self.hk_lifetime_s, cga_key)
         self.keys[rec.cga] = rec
         self._count("hk_reused" if reused else "hk_issued")
         lifetime = max(0, min(0xFFFF, int(rec.expires - now)))
         reply = nd.HandoverKeyReply(rec.at, lifetime, hk.encrypt(enc_key, rec.key))
-        acts: list[Action] = [Persist(HkIssued(rec, reused)), Notify(HkIssued(rec, reused))]
-        return acts, reply
+        acts: list[Action] = [] if rec is old else [Persist(HkIssued(rec, reused))]
+        return [*acts, Notify(HkIssued(rec, reused))], reply
 
     def _prrtadv(
         self, msg: nd.NdMessage, dst: IPv6Address, nonce: bytes, reply: nd.HandoverKeyReply | None, now: float

@@ -442,8 +442,8 @@ def ard_bench() -> None:
     print(f"  with the flood spoofing its addresses {s:.1f}/s (ratio {s / b:.2f}), failures "
           f"{spoof['valid']['sent'] - spoof['valid']['ok']}")  # fmt: skip
     top = sat["valid"]["ok"] / sat["valid"]["elapsed"]
-    print(f"  ard saturated: {top:.0f} PrRtAdv+HK/s (each: RSA-2048 verify + encrypt + sign, SQLite write) at "
-          f"{100 * sat['ard_cpu']:.0f} % of a core")  # fmt: skip
+    print(f"  ard saturated: {top:.0f} PrRtAdv+HK/s (each: RSA-2048 verify + encrypt + sign; SQLite only for "
+          f"a new key or a restarted lifetime) at {100 * sat['ard_cpu']:.0f} % of a core")  # fmt: skip
     print("  no real RFC 5269 peer exists to compare with; reference: openssl speed rsa2048, one core")
     if speed is None:
         print("  openssl not installed" if not_installed() else "  openssl speed output not understood")

@@ -197,12 +197,19 @@ def test_forged_flood_from_many_sources_buys_few_signatures(router: RouterIdenti
 
 def test_a_renewal_returns_the_same_key_with_a_fresh_lifetime(router: RouterIdentity, mn: dict[str, Any]) -> None:
     """§3.2: an existing key MUST be returned; §3.3: the MN MUST ask again before HK-LIFETIME ends, so
-    the answer restarts the lifetime (else the renewal would buy nothing and be asked again at once)."""
+    an answer in the key's second half restarts the lifetime (else the renewal would buy nothing and be
+    asked again at once)."""
     e = engine(router)
     _, adv = ask(e, mn, request(mn))
     assert adv is not None
     first = adv.first(nd.HandoverKeyReply)
     assert isinstance(first, nd.HandoverKeyReply)
+    # a repeat in the key's first half: the same key and deadline, nothing written
+    acts, adv = ask(e, mn, request(mn, nonce=b"nonce-early", ts=NOW + 60), now=NOW + 60)
+    assert adv is not None and not [a for a in acts if isinstance(a, Persist)]
+    early = adv.first(nd.HandoverKeyReply)
+    assert isinstance(early, nd.HandoverKeyReply) and early.lifetime == hk.HK_LIFETIME - 60
+    assert e.keys[str(mn["addr"])].expires == NOW + hk.HK_LIFETIME
     later = NOW + hk.HK_LIFETIME - 300
     acts, adv = ask(e, mn, request(mn, nonce=b"nonce-renew", ts=later), now=later)
     assert adv is not None
