@@ -189,10 +189,26 @@ class ArIpsec:
             return
         self._retry[peer] = asyncio.get_running_loop().call_later(self.cfg.retry_s, self._initiate, peer)
 
+    @staticmethod
+    def address_matches_identity(ev: IkeSaEstablished) -> bool:
+        """The shared secret is the group's: any router holding it could claim another's identity. Its
+        IKE address must be the address it names (transport mode: the ESP runs between the two)."""
+        try:
+            return IPv6Address(ev.peer) == IPv6Address(ev.remote_id)
+        except ValueError:
+            return False
+
     def _event(self, ev: Any) -> None:
         assert self.shell is not None
         if isinstance(ev, IkeSaEstablished):
             peer = ev.remote_id
+            if not self.address_matches_identity(ev):
+                self.count("drop_ike_identity_not_address")
+                log.warning("IKE SA from %s claiming to be %s: deleted", ev.peer, peer)
+                eng = self.shell.engine
+                for key in [k for k, sa in eng.sas.items() if sa.spi_i == ev.spi_i and sa.spi_r == ev.spi_r]:
+                    self.shell.apply(eng.delete(key, now=self.shell.now()))
+                return
             self.connecting.pop(peer, None)
             log.info("IKE SA with access router %s established", peer)
             eng = self.shell.engine

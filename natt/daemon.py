@@ -47,16 +47,6 @@ SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 BATCH = 256  # datagrams or TUN packets handled per readiness callback
 
 
-def _bypass_xfrm(sock: socket.socket) -> None:
-    """Our own datagrams never enter an XFRM SA, not even a transport-mode one with the same peer."""
-    from mobility.dataplane.xfrm import socket_bypass
-
-    try:
-        socket_bypass(sock)
-    except OSError as e:
-        log.debug("no XFRM socket policy: %s", e)
-
-
 def choose_dataplane(wanted: str) -> tuple[str, str]:
     """`auto` probes whether this kernel can install an ESP XFRM state (ARCHITECTURE.md)."""
     from mobility.dataplane.probe import choose_backend, probe_kernel_esp
@@ -122,6 +112,7 @@ class NattDaemon:
 
     def _open_sockets(self) -> None:
         from mobility.dataplane.userspace import mark_socket
+        from mobility.dataplane.xfrm import socket_bypass
 
         assert self._loop is not None
         for addr in self.cfg.listen:
@@ -135,7 +126,7 @@ class NattDaemon:
             sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
             sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20)
             mark_socket(sock, self.cfg.tun.fwmark)
-            _bypass_xfrm(sock)
+            socket_bypass(sock, required=False)  # our datagrams never enter an XFRM SA (transport mode)
             if self.dataplane == "userspace":
                 try:  # receive bursts coalesced: one syscall for up to 64 datagrams of one flow
                     sock.setsockopt(SOL_UDP, UDP_GRO, 1)

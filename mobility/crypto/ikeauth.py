@@ -420,10 +420,11 @@ def _check_issued(cert: x509.Certificate, issuer: x509.Certificate, depth: int, 
     ku = next((e.value for e in issuer.extensions if isinstance(e.value, x509.KeyUsage)), None)
     if ku is not None and not ku.key_cert_sign:
         raise AuthError(f"{_name(issuer)} keyUsage lacks keyCertSign")
-    _check_signature(cert, issuer)
+    check_issued_by(cert, issuer)
 
 
-def _check_signature(cert: x509.Certificate, issuer: x509.Certificate) -> None:
+def check_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
+    """cert's signature verifies with issuer's key (RSA PKCS#1 v1.5 or PSS, ECDSA; SHA-2), else AuthError."""
     h, pub, params = cert.signature_hash_algorithm, issuer.public_key(), cert.signature_algorithm_parameters
     if not isinstance(h, _CERT_HASHES):
         raise AuthError(f"certificate {_name(cert)} signed with {h.name if h else 'no hash'}")

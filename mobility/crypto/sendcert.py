@@ -31,12 +31,10 @@ from ipaddress import IPv6Address, IPv6Network, collapse_addresses, summarize_ad
 from typing import TypeVar
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
-from mobility.crypto import der
+from mobility.crypto import der, ikeauth
 
 SEND_ROUTER_EKU = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.23")  # id-kp-sendRouter (RFC 6494 §7)
 IP_ADDR_BLOCKS_OID = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.7")  # id-pe-ipAddrBlocks (RFC 3779 §2.2.1)
@@ -47,7 +45,6 @@ _SEQ, _BITS, _OCTETS, _NULL = 0x30, 0x03, 0x04, 0x05
 _AFI_IPV4, _AFI_IPV6 = b"\x00\x01", b"\x00\x02"  # IANA address family numbers (RFC 3779 §2.2.3.3)
 _V6_BITS = 128
 _ALL_V6 = IPv6Network("::/0")
-_CERT_HASHES = (hashes.SHA224, hashes.SHA256, hashes.SHA384, hashes.SHA512)
 _ROUTER_EKUS = {SEND_ROUTER_EKU, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
 _PROCESSED = {
     IP_ADDR_BLOCKS_OID,
@@ -366,19 +363,11 @@ def _check_issuer(issuer: x509.Certificate, below: int) -> None:
 
 
 def _check_signature(cert: x509.Certificate, issuer: x509.Certificate) -> None:
-    """cert's signature verifies with issuer's key: RSA PKCS#1 v1.5 or ECDSA over SHA-2."""
-    h, pub, params = cert.signature_hash_algorithm, issuer.public_key(), cert.signature_algorithm_parameters
-    if not isinstance(h, _CERT_HASHES):
-        raise CertPathError(f"certificate {_name(cert)} signed with {h.name if h else 'no hash'}")
+    """cert's signature verifies with issuer's key (the IKE path checks' rule, as CertPathError)."""
     try:
-        if isinstance(pub, rsa.RSAPublicKey) and isinstance(params, padding.PKCS1v15):
-            pub.verify(cert.signature, cert.tbs_certificate_bytes, params, h)
-        elif isinstance(pub, ec.EllipticCurvePublicKey) and isinstance(params, ec.ECDSA):
-            pub.verify(cert.signature, cert.tbs_certificate_bytes, params)
-        else:
-            raise CertPathError(f"signature of {_name(cert)} does not fit the key of {_name(issuer)}")
-    except InvalidSignature as e:
-        raise CertPathError(f"signature of {_name(cert)} by {_name(issuer)} does not verify") from e
+        ikeauth.check_issued_by(cert, issuer)
+    except ikeauth.AuthError as e:
+        raise CertPathError(str(e)) from e
 
 
 def _subject_der(cert: x509.Certificate) -> bytes:

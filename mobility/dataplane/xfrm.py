@@ -7,6 +7,7 @@ xfrm_user_tmpl 64, xfrm_encap_tmpl 24 (tests/unit/dataplane/test_xfrm_codec.py).
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import struct
@@ -16,6 +17,7 @@ from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, nlmsg
 
+log = logging.getLogger("mobility.dataplane.xfrm")
 NETLINK_XFRM = 6
 XFRM_MSG_NEWSA, XFRM_MSG_DELSA, XFRM_MSG_GETSA = 0x10, 0x11, 0x12
 XFRM_MSG_NEWPOLICY, XFRM_MSG_DELPOLICY = 0x13, 0x14
@@ -325,10 +327,10 @@ IP_XFRM_POLICY, IPV6_XFRM_POLICY = 17, 35  # include/uapi/linux/in.h, in6.h
 XFRM_POLICY_ALLOW = 0
 
 
-def socket_bypass(sock: socket.socket) -> None:
+def socket_bypass(sock: socket.socket, *, required: bool = True) -> bool:
     """Exempt one socket from every XFRM policy, both directions (what strongSwan does to its IKE
     sockets): natt's and the IKE owners' own datagrams between two hosts that share a transport-mode
-    SA must not be wrapped in that SA. Raises OSError where the kernel has no XFRM."""
+    SA must not be wrapped in that SA. Where the kernel has no XFRM: OSError, or False when not `required`."""
     family = sock.family
     level, opt = (
         (socket.IPPROTO_IPV6, IPV6_XFRM_POLICY) if family == socket.AF_INET6 else (socket.IPPROTO_IP, IP_XFRM_POLICY)
@@ -337,4 +339,11 @@ def socket_bypass(sock: socket.socket) -> None:
         sel = bytes(40) + struct.pack("=HBBB3xiI", family, 0, 0, 0, 0, 0)  # any address, any protocol
         info = sel + bytes(96) + struct.pack("=IIBBBB4x", 0, 0, direction, XFRM_POLICY_ALLOW, 0, 0)
         assert len(info) == 168  # sizeof(struct xfrm_userpolicy_info)
-        sock.setsockopt(level, opt, info)
+        try:
+            sock.setsockopt(level, opt, info)
+        except OSError as e:
+            if required:
+                raise
+            log.debug("no XFRM socket policy: %s", e)
+            return False
+    return True

@@ -102,10 +102,7 @@ class IkeShell:
             # IKE itself never enters the tunnel, even when a Child SA covers the peer's address:
             # natt's routing rules send packets carrying its mark around the tunnel table
             s.setsockopt(socket.SOL_SOCKET, SO_MARK, self.fwmark)
-            try:  # and no XFRM policy (kernel data plane) wraps IKE in the SAs it negotiates
-                socket_bypass(s)
-            except OSError as e:
-                log.debug("no XFRM socket policy: %s", e)
+            socket_bypass(s, required=False)  # and no XFRM policy wraps IKE in the SAs it negotiates
             s.bind((addr, self.port))
             s.setblocking(False)
             self._loop.add_reader(s.fileno(), self._on_udp, s)

@@ -158,6 +158,16 @@ def test_hk_encryption_key_must_match_the_cga_key(router: RouterIdentity, mn: di
     assert adv is not None and adv.first(nd.HandoverKeyReply) is None and e.keys == {}
 
 
+def test_hk_encryption_key_must_not_be_the_cga_key(router: RouterIdentity, mn: dict[str, Any]) -> None:
+    """§3.1: the handover key encryption key pair MUST NOT serve for anything else; a request whose
+    encryption key is the CGA (signing) key is answered without a key and changes nothing."""
+    e = engine(router)
+    same = {**mn, "hkek": mn["key"]}
+    _, adv = ask(e, mn, request(same))
+    assert adv is not None and adv.first(nd.HandoverKeyReply) is None and e.keys == {}
+    assert e.counters["drop_hk_key_is_cga_key"] == 1
+
+
 def test_expiry(router: RouterIdentity, mn: dict[str, Any]) -> None:
     e = engine(router)
     ask(e, mn, request(mn))

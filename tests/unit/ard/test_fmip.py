@@ -368,3 +368,19 @@ def test_a_renewal_that_does_not_extend_the_key_is_not_asked_again_at_once(pkise
         del w.mn._sol[n]
     assert sol.data and w.mn.renewals(later + 1, margin=600) == []
     assert w.mn.renewals(later + RENEW_BACKOFF, margin=600) == [k]
+
+
+def test_the_mn_uses_the_at_the_router_returned(pkiset: dict[str, Any]) -> None:
+    """§3.2: for an AT it does not support the AR picks one of equal or greater strength; §3.3: the MN
+    MUST use the returned AT. Asked for AT 7, the PAR answers AT 1 (HMAC-SHA256-128): the FBU's
+    authenticator is 16 octets and verifies at the PAR."""
+    w = World(pkiset)
+    w.mn.at = 7
+    k = w.get_key()
+    assert k.at == 1 and w.ard.keys[str(w.pcoa)].at == 1
+    send = w.mn.fbu(PAR_GLOBAL, w.pcoa, w.ncoa, NOW)
+    pkt = w.fbu_packet(send)
+    badf = pkt.mh.options[-1]
+    assert isinstance(badf, mh.Badf) and len(badf.authenticator) == hk.ALGORITHMS[1][1]
+    _, out = w.fmip.fbu(pkt, NOW)
+    assert len(out) == 1 and out[0].dst == NAR  # accepted: HI to the NAR

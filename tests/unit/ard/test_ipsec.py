@@ -13,6 +13,7 @@ import pytest
 
 from ard.config import IpsecSection
 from ard.ipsec import HOLD_MAX, ArIpsec
+from mobility.ike.policy import IkeSaEstablished
 from mobility.service.config import ConfigError
 
 OWN, LOW, HIGH = IPv6Address("2001:db8:20::1"), IPv6Address("2001:db8:10::1"), IPv6Address("2001:db8:30::1")
@@ -80,3 +81,16 @@ def test_a_shared_secret_is_required(tmp_path: Path) -> None:
     loose.chmod(0o644)
     with pytest.raises(ConfigError):
         ArIpsec(IpsecSection(enabled=True, psk_file=loose), OWN, [LOW], lambda *a: None, lambda n: None)
+
+
+def test_a_router_must_use_the_address_it_claims() -> None:
+    """With one secret for the group, router B could authenticate as C; before that SA could replace
+    C's own ("unique IDs"), the IKE source address must be the identity's address."""
+
+    def est(peer: str, remote_id: str) -> IkeSaEstablished:
+        return IkeSaEstablished("ar", b"i" * 8, b"r" * 8, str(OWN), remote_id, peer, 4500, False, False)
+
+    assert ArIpsec.address_matches_identity(est(str(LOW), str(LOW)))
+    assert ArIpsec.address_matches_identity(est("2001:db8:10:0::1", str(LOW)))  # same address, other spelling
+    assert not ArIpsec.address_matches_identity(est(str(HIGH), str(LOW)))
+    assert not ArIpsec.address_matches_identity(est(str(LOW), "router.example"))
