@@ -74,6 +74,12 @@ class RouterFound:  # event: a router whose RA validated with a certified key an
 
 
 @dataclass(frozen=True, slots=True)
+class DefaultRouter:  # event: a validated RA's Router Lifetime (RFC 4861 §6.3.4; 0 = no longer a default)
+    link_local: str
+    lifetime: int
+
+
+@dataclass(frozen=True, slots=True)
 class HandoverKey:  # Persist record and event
     ar: str  # where FBUs go
     cga: str  # our care-of CGA the key belongs to
@@ -229,6 +235,9 @@ class FmipClient:
                 out.append(Notify(RouterFound(str(src), str(net), str(r.address or ""))))
         self.routers[src] = r
         self._count("ra_valid")
+        # the kernel takes no RAs on a SEND interface (unsecured ones would reach it): the default router
+        # comes from the secured RAs only, refreshed by each one (RFC 3971 §8, RFC 4861 §6.3.4)
+        out.append(Notify(DefaultRouter(str(src), int.from_bytes(msg.body[2:4], "big"))))
         return out
 
     def _prrtadv(self, msg: nd.NdMessage, src: IPv6Address, now: float) -> list[Action]:
@@ -349,21 +358,28 @@ class FmipClient:
         self._count("rtsolpr_sent")
         return IcmpSend(cga, router_ll, data)
 
-    def fbu(self, par: IPv6Address, pcoa: IPv6Address, ncoa: IPv6Address, now: float) -> MhSend:
+    def fbu(
+        self, par: IPv6Address, pcoa: IPv6Address, ncoa: IPv6Address, now: float, *, reactive: bool = False
+    ) -> MhSend:
         """An FBU to the PAR with the handover key of (PAR, PCoA) (§3.4): the PCoA in a Home Address
-        option, the NCoA in Alternate CoA, our LLA, BADF last. Sent from the PCoA (predictive mode)."""
+        option, our LLA, BADF last. Predictive mode: sent from the PCoA on the PAR's link, the NCoA in
+        Alternate CoA (RFC 5568 §6.2.2: MUST there). Reactive mode: sent from the NCoA on the NAR's
+        link, which the PAR takes as the NCoA (§3.2). The Mobility Header checksum's pseudo-header
+        source is the home address, the PCoA, either way (RFC 6275 §6.1.1)."""
         k = self.keys.get((str(par), str(pcoa)))
         if k is None or k.expires <= now:
             raise KeyError(f"no handover key for ({par}, {pcoa})")
         self._seq = (self._seq + 1) % 65536
-        opts: tuple[mh.MhOption, ...] = (mh.AlternateCoa(ncoa), mh.MhLinkLayerAddress(2, self.lla))
+        opts: tuple[mh.MhOption, ...] = (mh.MhLinkLayerAddress(2, self.lla),)
+        if not reactive:
+            opts = (mh.AlternateCoa(ncoa), *opts)
         n = hk.ALGORITHMS[k.at][1]
         fixed = mh.Fbu(self._seq, self.fbu_lifetime)
         draft = mh.message(fixed, (*opts, mh.Badf(0, bytes(n))))
         auth = hk.authenticator(k.at, k.key, ncoa, par, draft.badf_input())
         msg = mh.message(fixed, (*opts, mh.Badf(0, auth)))
         payload = mh.hoa_dstopts(pcoa) + msg.encode(pcoa, par)
-        send = MhSend(pcoa, par, payload, mh.IPPROTO_DSTOPTS)
+        send = MhSend(ncoa if reactive else pcoa, par, payload, mh.IPPROTO_DSTOPTS)
         self._fbu[(str(par), str(pcoa))] = _Fbu(par, pcoa, ncoa, self._seq, send, now + 1.0)
         self.enc_handovers += 1
         self._count("fbu_sent")

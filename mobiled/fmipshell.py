@@ -6,7 +6,10 @@
 - Care-of CGAs are added to the interface (no DAD wait: the lab and the tests run nodad; a collision
   would raise the collision count, RFC 3972 §4 step 8).
 - `fmip.handover` (NCoA on the NAR prefix, authenticated FBU from the PCoA, wait for the FBack) and
-  `fmip.attached` (the UNA on the new link, RFC 5568 §6.3) are the link-layer triggers' entry points.
+  `fmip.attached` (the UNA on the new link, RFC 5568 §6.3, and in reactive mode the FBU from the NCoA,
+  §3.2) are the link-layer triggers' entry points.
+- The interface takes no RAs in the kernel (accept_ra 0: unsecured RAs must not configure it); the
+  default route is set from the secured RAs instead, via the router that sent the latest one.
 - Forwarded traffic arrives as IPv6-in-IPv6 from the PAR (raw protocol-41 socket); the inner packet,
   addressed to the previous CoA, is handed to the stack through a TUN device. Only packets from a PAR
   whose FBack we accepted, for the PCoA it accepted, go in.
@@ -27,14 +30,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mobiled.config import FmipSection
-from mobiled.fmip import Dropped, FastHandover, FmipClient, HandoverKey, IcmpSend, MhSend, RouterFound
+from mobiled.fmip import DefaultRouter, Dropped, FastHandover, FmipClient, HandoverKey, IcmpSend, MhSend, RouterFound
 from mobility.crypto import cga, ikeauth, sendsig
 from mobility.dataplane.userspace import TunDevice
 from mobility.engine import Action, Notify, Persist
 from mobility.service import netif
 from mobility.service.control import ControlConnection
 from mobility.service.logging import RateLimitedLog
-from mobility.service.netif import add_address_nodad, link_layer_address, link_up
+from mobility.service.netif import RTPROT_STATIC, add_address_nodad, del_route6, link_layer_address, link_up, set_route6
 from mobility.service.state import StateStore
 from mobility.wire import mh, nd
 
@@ -57,6 +60,8 @@ class FmipShell:
         self.coa: dict[str, tuple[IPv6Address, bytes]] = {}  # prefix -> (care-of CGA, CGA Parameters)
         self.current: tuple[IPv6Address, IPv6Address] | None = None  # (router link-local, our CGA there)
         self.forwarded: dict[str, str] = {}  # PCoA -> PAR while FMIPv6 forwarding runs
+        self.handover: tuple[IPv6Address, IPv6Address, IPv6Address] | None = None  # (PCoA, NCoA, NAR) under way
+        self.default_router: str | None = None  # link-local address our default route goes through
         self.collisions = 0
         self.configured: set[str] = set()  # care-of CGAs that passed DAD
         self._waiters: list[asyncio.Future[FastHandover]] = []
@@ -222,6 +227,8 @@ class FmipShell:
                 ev = a.event
                 if isinstance(ev, RouterFound):
                     asyncio.get_running_loop().create_task(self._router_found(ev))
+                elif isinstance(ev, DefaultRouter):
+                    asyncio.get_running_loop().create_task(self._default_router(ev))
                 elif isinstance(ev, HandoverKey):
                     log.info("handover key from %s for %s (AT %d, %d s)", ev.ar, ev.cga, ev.at,
                              int(ev.expires - time.time()))  # fmt: skip
@@ -264,6 +271,24 @@ class FmipShell:
         log.info("router %s (%s) on %s: care-of CGA %s", ev.link_local, ev.address, ev.prefix, addr)
         self._send([self.client.rtsolpr(IPv6Address(ev.link_local), addr, params, time.time())])
         self._rearm()
+
+    async def _default_router(self, ev: DefaultRouter) -> None:
+        """The default route follows the secured RAs: via the router that sent one, for its Router
+        Lifetime; a lifetime of 0 removes it (RFC 4861 §6.3.4). After a move the new router's RA
+        replaces the old router's route: the switch of our own traffic to the new link."""
+        loop, ifname = asyncio.get_running_loop(), self.cfg.interface
+        try:
+            if ev.lifetime:
+                await loop.run_in_executor(None, functools.partial(set_route6, ifname, "::/0", ev.link_local,
+                                                                   expires=ev.lifetime))  # fmt: skip
+                if self.default_router != ev.link_local:
+                    log.info("default router %s (%d s)", ev.link_local, ev.lifetime)
+                self.default_router = ev.link_local
+            elif self.default_router == ev.link_local:
+                await loop.run_in_executor(None, del_route6, ifname, "::/0", ev.link_local)
+                self.default_router = None
+        except Exception as e:  # pyroute2's NetlinkError: the link went away meanwhile
+            log.warning("default route via %s: %s", ev.link_local, e)
 
     def _rearm(self) -> None:
         if self._timer is not None:
@@ -326,10 +351,16 @@ class FmipShell:
     async def _cmd_handover(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
         """Predictive fast handover (RFC 5568 §3.1): NCoA from the NAR prefix the PrRtAdv gave, FBU from
         the PCoA to the PAR with the handover key, wait for the authenticated FBack."""
+        key, pcoa, ncoa = await self._new_care_of(args)
+        return await self._fast_binding(key, pcoa, ncoa, args, reactive=False)
+
+    async def _new_care_of(self, args: dict[str, Any]) -> tuple[HandoverKey, IPv6Address, IPv6Address]:
+        """(handover key, PCoA, NCoA): the NCoA formed on the prefix of the NAR (`nar` or the first) that
+        the PrRtAdv named, and added to the interface; remembered as the handover under way."""
         assert self.client is not None
         if self.current is None:
             raise ValueError("no access router yet")
-        _router_ll, pcoa = self.current
+        pcoa = self.current[1]
         key = next((k for k in self.client.keys.values() if k.cga == str(pcoa)), None)
         if key is None:
             raise ValueError(f"no handover key for {pcoa}")
@@ -338,24 +369,54 @@ class FmipShell:
             raise ValueError("the PrRtAdv named no such new access router")
         ncoa, _params = await self.care_of(IPv6Network(nars[0][2]))
         await asyncio.get_running_loop().run_in_executor(None, add_address_nodad, self.cfg.interface, ncoa)
+        self.handover = (pcoa, ncoa, IPv6Address(nars[0][1]))
+        return key, pcoa, ncoa
+
+    async def _fast_binding(
+        self, key: HandoverKey, pcoa: IPv6Address, ncoa: IPv6Address, args: dict[str, Any], *, reactive: bool
+    ) -> dict[str, Any]:
+        """Send the FBU and wait for the authenticated FBack (the FBU is retransmitted meanwhile)."""
+        assert self.client is not None
         fut: asyncio.Future[FastHandover] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         try:
-            self._send_mh(self.client.fbu(IPv6Address(key.ar), pcoa, ncoa, time.time()))
+            self._send_mh(self.client.fbu(IPv6Address(key.ar), pcoa, ncoa, time.time(), reactive=reactive))
             self._rearm()
             ev = await asyncio.wait_for(fut, float(args.get("timeout", 8.0)))
         finally:
             self._waiters.remove(fut)
         return {"par": ev.par, "pcoa": ev.pcoa, "ncoa": ev.ncoa, "status": ev.status, "lifetime": ev.lifetime}
 
-    def _cmd_attached(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
-        """On the new link: UNA for the NCoA (RFC 5568 §6.3: O, S, R clear, Target LLA) to All-Nodes."""
+    async def _cmd_attached(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
+        """The link-layer trigger "now on the NAR's link" (RFC 5568 §3.1, §3.2, §6.3):
+        - UNA for the NCoA (O, S, R clear, Target LLA) to All-Nodes, then an RS so the NAR's secured RA
+          (our default router from then on) comes at once;
+        - the default route via the previous router goes: that router is no longer on our link;
+        - reactive mode, when no FBack reached us on the previous link: NCoA formed from the NAR prefix
+          the PrRtAdv gave, the FBU sent from it to the PAR through the NAR (whose address the PrRtAdv
+          gave too), and the FBack awaited."""
         assert self.client is not None
-        ncoa = IPv6Address(args["ncoa"])
+        loop, ifname = asyncio.get_running_loop(), self.cfg.interface
+        if self.current is None or self.handover is None or self.handover[0] != self.current[1]:
+            await self._new_care_of(args)  # no FBU on the old link: reactive
+        assert self.handover is not None
+        pcoa, ncoa, nar = self.handover
+        key = next((k for k in self.client.keys.values() if k.cga == str(pcoa)), None)
+        if self.default_router is not None:
+            await loop.run_in_executor(None, del_route6, ifname, "::/0", self.default_router)
+            self.default_router = None
         dst = IPv6Address("ff02::1")
         una = nd.neighbor_advertisement(ncoa, 0, (nd.TargetLla(self.client.lla),))
-        self._send([IcmpSend(ncoa, dst, una.encode(ncoa, dst))])
-        return {"una": str(ncoa)}
+        rs = nd.router_solicitation().encode(IPv6Address("::"), IPv6Address("ff02::2"))
+        self._send([IcmpSend(ncoa, dst, una.encode(ncoa, dst)), IcmpSend(None, IPv6Address("ff02::2"), rs)])
+        out: dict[str, Any] = {"una": str(ncoa)}
+        if str(pcoa) in self.forwarded or key is None:
+            return out  # predictive: the PAR forwards already (or nothing can authenticate an FBU)
+        # reactive (§3.2): the PAR's address is on our old prefix, which the kernel still takes as on-link
+        route = functools.partial(set_route6, ifname, f"{key.ar}/128", str(nar), onlink=True, proto=RTPROT_STATIC)
+        await loop.run_in_executor(None, route)
+        out["fback"] = await self._fast_binding(key, pcoa, ncoa, args, reactive=True)
+        return out
 
 
 def _sysctl(ifname: str) -> None:

@@ -16,7 +16,6 @@ from mobility.ike.policy import (
     ChildSaInstall,
     ChildSaRemove,
     Identity,
-    IkeSaDeleted,
     IkeSaEstablished,
     Policy,
     any_ts,
@@ -266,15 +265,6 @@ class IkeSaAuth(IkeSaCore):
         for s in ours:
             del self.children[s]
         return ours
-
-    def _gone(self, reason: str) -> list[Action]:
-        self.state = State.DEAD
-        self.pending = None
-        out: list[Action] = [Program(ChildSaRemove(self.spi_i, s)) for s in self.children]
-        self.children.clear()
-        if not self.rekeyed:
-            out.append(Notify(IkeSaDeleted(self.name, self.spi_i, self.remote_id, reason)))
-        return out + self._release()
 
     def on_create_child(self, inner: list[Payload], mid: int, now: float) -> list[Action]:
         raise NotImplementedError

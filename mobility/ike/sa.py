@@ -29,6 +29,7 @@ from mobility.engine import Action, IkeSend, Notify, Program
 from mobility.ike import proposals as props
 from mobility.ike.policy import (
     ChildSaRemove,
+    IkeSaDeleted,
     IkeSaFailed,
     Policy,
     ts_networks,
@@ -216,6 +217,8 @@ class IkeSaCore:
             return []
         tries = self.policy.timers.tries if self.policy else 5
         if p.sent > tries:
+            if self.state == State.DELETING:  # we were closing it anyway: deleted, not failed (§1.4.1)
+                return self._gone(f"deleted (no answer after {p.sent} transmissions)")
             return self._fail(f"no response after {p.sent} transmissions", notify_peer=False)
         p.deadline = now + self._timeout(p.sent)
         p.sent += 1
@@ -226,6 +229,15 @@ class IkeSaCore:
         self.pending = None
         out: list[Action] = [Program(ChildSaRemove(self.spi_i, spi)) for spi in self.children]
         out.append(Notify(IkeSaFailed(self.name, self.peer[0], reason)))
+        return out + self._release()
+
+    def _gone(self, reason: str) -> list[Action]:
+        self.state = State.DEAD
+        self.pending = None
+        out: list[Action] = [Program(ChildSaRemove(self.spi_i, s)) for s in self.children]
+        self.children.clear()
+        if not self.rekeyed:
+            out.append(Notify(IkeSaDeleted(self.name, self.spi_i, self.remote_id, reason)))
         return out + self._release()
 
     def _release(self) -> list[Action]:

@@ -48,6 +48,43 @@ def add_address_nodad(ifname: str, address: IPv6Address, prefixlen: int = 64) ->
             log.warning("cannot add %s to %s: %s", address, ifname, e)
 
 
+RTPROT_STATIC, RTPROT_RA = 4, 9  # linux/rtnetlink.h: set by an administrator / learnt from an RA
+
+
+def set_route6(
+    ifname: str, dst: str, gateway: str, *, expires: int = 0, onlink: bool = False, proto: int = RTPROT_RA
+) -> None:
+    """Replace the IPv6 route to `dst` ("::/0" for the default) via `gateway` on `ifname`, as the
+    kernel's own RA processing would (protocol ra, metric 1024), expiring after `expires` seconds
+    when given. `onlink`: the gateway is a neighbour on the link though no prefix route says so."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        kw: dict[str, object] = {"dst": dst, "gateway": gateway, "oif": idx, "priority": 1024, "proto": proto}
+        if expires:
+            kw["expires"] = expires.to_bytes(4, sys.byteorder)  # RTA_EXPIRES: u32 seconds (pyroute2 passes raw)
+        if onlink:
+            kw["flags"] = 4  # RTNH_F_ONLINK
+        ipr.route("replace", family=socket.AF_INET6, **kw)
+
+
+def del_route6(ifname: str, dst: str, gateway: str | None = None) -> bool:
+    """Remove our route to `dst` on `ifname` (only via `gateway` when given); False if there was none."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        kw: dict[str, object] = {"dst": dst, "oif": idx, "priority": 1024}
+        if gateway:
+            kw["gateway"] = gateway
+        try:
+            ipr.route("del", family=socket.AF_INET6, **kw)
+        except Exception:  # pyroute2's NetlinkError: no such route
+            return False
+        return True
+
+
 ICMP6_FILTER = 1  # linux/icmpv6.h
 IPV6_RECVPKTINFO, IPV6_PKTINFO, IPV6_RECVHOPLIMIT, IPV6_HOPLIMIT = 49, 50, 51, 52  # linux/in6.h
 

@@ -191,7 +191,7 @@ def test_ard_auto_forwards_through_ip6tnl(lab_factory: Callable[..., Lab], tmp_p
     assert list(links(lab)) == [link] and f"remote {ncoa} local {PAR_ADDR}" in links(lab)[link]
     assert route_dev(lab, pcoa) == link
     move(lab)
-    mn.ctl("fmip.attached", ncoa=ncoa)
+    mn.ctl("fmip.attached")
     wait(lambda: (f := par.ctl("forwarding")) and f[0]["packets"] > 40, 30, "packets through the ip6tnl link")
 
     # kill -9: the kernel keeps forwarding without ard; the restart keeps our link, drops a stale one

@@ -17,7 +17,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ard.engine import ArdEngine, Neighbor, RouterIdentity
 from ard.fmip import FmipEngine, Forwarding, Send
-from mobiled.fmip import RENEW_BACKOFF, FastHandover, FmipClient, HandoverKey, IcmpSend, MhSend, RouterFound
+from mobiled.fmip import (
+    RENEW_BACKOFF,
+    DefaultRouter,
+    FastHandover,
+    FmipClient,
+    HandoverKey,
+    IcmpSend,
+    MhSend,
+    RouterFound,
+)
 from mobility.crypto import cga, hk, sendsig
 from mobility.engine import Notify, Persist
 from mobility.lab import pki
@@ -124,6 +133,46 @@ def test_key_then_fbu_hi_hack_fback_and_forwarding(pkiset: dict[str, Any]) -> No
     # forwarding ends: the PAR discards the key (RFC 5269 §3.6)
     acts, _ = w.fmip.expire(NOW + 11)
     assert not w.fmip.forwarding and str(w.pcoa) not in w.ard.keys
+
+
+def test_reactive_fbu_from_the_ncoa(pkiset: dict[str, Any]) -> None:
+    """Reactive mode (RFC 5568 §3.2): the FBU leaves from the NCoA, the PCoA in the Home Address option
+    (the checksum's pseudo-header source, RFC 6275 §6.1.1), no Alternate CoA; the PAR takes the source
+    as the NCoA, sends HI Code 1 and the FBack to the NCoA only."""
+    w = World(pkiset)
+    w.get_key()
+    send = w.mn.fbu(PAR_GLOBAL, w.pcoa, w.ncoa, NOW, reactive=True)
+    pkt = w.fbu_packet(send)  # parse_ipv6_mh checks the checksum with the home address
+    assert (pkt.src, pkt.home) == (w.ncoa, w.pcoa) and pkt.mh.first(mh.AlternateCoa) is None
+    _, out = w.fmip.fbu(pkt, NOW)
+    hi = mh.MhMessage.decode(out[0].data, out[0].src, out[0].dst)
+    assert mh.Hi.of(hi).code == 1 and {(o.code, o.address) for o in hi.options if isinstance(o, mh.MhIpPrefix)} == {
+        (1, w.pcoa),
+        (2, w.ncoa),
+    }
+    hack = mh.message(mh.Hack(mh.Hi.of(hi).seq, mh.HackCode.ACCEPTED)).encode(NAR, out[0].src)
+    _, fbacks = w.fmip.hack(NAR, mh.MhMessage.decode(hack), NOW + 0.01)
+    assert [s.dst for s in fbacks] == [w.ncoa] and w.fmip.forwarding[str(w.pcoa)].ncoa == str(w.ncoa)
+    ev = [a.event for a in w.mn.fback(fbacks[0].src, fbacks[0].dst, fbacks[0].data, NOW) if isinstance(a, Notify)]
+    assert isinstance(ev[0], FastHandover) and ev[0].status == 0 and ev[0].ncoa == str(w.ncoa)
+
+
+def test_default_router_only_from_secured_ras(pkiset: dict[str, Any]) -> None:
+    """The MN's default route follows the RAs that validated (with their Router Lifetime), never an
+    unsecured or uncertified one (RFC 3971 §8)."""
+    w = World(pkiset)
+    acts = w.learn_router()
+    assert [a.event for a in acts if isinstance(a, Notify) and isinstance(a.event, DefaultRouter)] == [
+        DefaultRouter(str(w.router.address), w.router.ra_lifetime)
+    ]
+    ra = bytearray(w.ard.router_advertisement(IPv6Address("ff02::1"), b"", NOW + 1))
+    ra[6:8] = (0).to_bytes(2, "big")  # a lifetime-0 RA whose signature no longer matches
+    acts, _ = w.to_mn(bytes(ra), IPv6Address("ff02::1"), NOW + 1)
+    assert not [a for a in acts if isinstance(a, Notify) and isinstance(a.event, DefaultRouter)]
+    rogue = World(pkiset, pkiset["rogue"])  # a router certified by nobody we trust
+    ra2 = rogue.ard.router_advertisement(IPv6Address("ff02::1"), b"", NOW)
+    acts, _ = w.mn.icmp(ra2, rogue.router.address, IPv6Address("ff02::1"), 255, NOW)
+    assert not [a for a in acts if isinstance(a, Notify) and isinstance(a.event, DefaultRouter)]
 
 
 def forged_fbu(w: World, kind: str) -> mh.MhPacket:

@@ -18,6 +18,7 @@ from mobility.ike.policy import (
     Credentials,
     Identity,
     IkeDropped,
+    IkeSaDeleted,
     IkeSaEstablished,
     IkeSaFailed,
     Policy,
@@ -351,6 +352,18 @@ def test_delete_ike_sa_removes_children_on_both_sides() -> None:
     init, resp, key, _ = established()
     out = run(init, resp, init.delete(key, now=1.0), now=1.0)
     assert len(events(out, ChildSaRemove)) >= 2 and not init.sas and not resp.sas
+
+
+def test_delete_unanswered_is_a_deletion_not_a_failure() -> None:
+    """A peer that restarted never answers our Delete: after the retransmissions the SA is gone and
+    reported deleted (an IkeSaFailed would send a mobile node to its next home agent)."""
+    init, _resp, key, _ = established()
+    out = init.delete(key, now=1.0)
+    assert len(events(out, ChildSaRemove)) >= 1 and len([a for a in out if isinstance(a, IkeSend)]) == 1
+    while (d := init.next_deadline()) is not None:
+        out += init.on_timer(d)
+    assert [e.reason for e in events(out, IkeSaDeleted)] == ["deleted (no answer after 6 transmissions)"]
+    assert not events(out, IkeSaFailed) and not init.sas
 
 
 def test_initiator_rekeys_on_its_timers() -> None:
