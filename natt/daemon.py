@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import sys
+from dataclasses import replace
 from ipaddress import ip_address, ip_interface
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ class NattDaemon:
         self._kernel_poll: asyncio.Task[None] | None = None
         self._store: StateStore | None = None
         self._records: dict[int, dict[str, Any]] = {}
+        self._added = 0  # install counter stored with each SA: a restore keeps the order (newest sibling last)
         self._ike_owner: ControlConnection | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._gso = True
@@ -153,14 +155,22 @@ class NattDaemon:
         self._loop.add_reader(self._tun.fd, self._on_tun)
 
     def _restore(self) -> None:
+        """Persistent SAs in the order they were installed, so siblings (same selectors, same peer)
+        come back with the newest still the newest; the kernel backend's reqid is stored with them."""
         assert self._store is not None
         now = self._now()
-        for key, rec in sorted(self._store.all("sa").items()):
+        records = self._store.all("sa")
+        self._added = max((_added(rec) for rec in records.values()), default=0)
+        for key, rec in sorted(records.items(), key=lambda item: (_added(item[1]), item[0])):
+            spi = -1
             try:
                 sa = EspSaPair.from_json(rec["sa"])
+                spi = sa.spi_in
                 cp = Checkpoint(out_reserved=int(rec["out_reserved"]), in_reserved=int(rec["in_reserved"]))
+                self._records[spi] = rec  # keeps its install order when stored again
                 self._install(sa, restored=cp, now=now)
             except (ValueError, KeyError, TypeError, OSError) as e:
+                self._records.pop(spi, None)
                 log.error("cannot restore SA %s from the state store: %s", key, e)
 
     async def stop(self) -> None:
@@ -351,10 +361,17 @@ class NattDaemon:
         """Committed before the actions after it run (and before any control reply)."""
         assert self._store is not None
         if isinstance(rec, SaStored):
+            prev = self._records.get(rec.spi_in)
+            if prev is not None and "added" in prev:
+                added = _added(prev)
+            else:
+                self._added += 1
+                added = self._added
             self._records[rec.spi_in] = {
                 "sa": rec.sa,
                 "out_reserved": rec.out_reserved,
                 "in_reserved": rec.in_reserved,
+                "added": added,
             }
             self._store.put("sa", f"{rec.spi_in:08x}", self._records[rec.spi_in])
         elif isinstance(rec, SeqReserved):
@@ -434,34 +451,45 @@ class NattDaemon:
     def _live_sas(self) -> list[EspSaPair]:
         return [self.engine.sa(int(s["spi_in"])) for s in self.engine.sas()]
 
-    def _install(self, sa: EspSaPair, *, now: float, restored: Checkpoint | None = None) -> None:
+    def _install(self, sa: EspSaPair, *, now: float, restored: Checkpoint | None = None) -> EspSaPair:
+        if self._kernel is not None:  # a sibling gets the reqid of the SA(s) whose policies it shares
+            sa = replace(sa, reqid=self._kernel.reqid_for(sa))  # stored with the SA: same reqid after a restore
         actions = self.engine.add_sa(sa, now=now, restored=restored)  # ValueError: nothing changed
         if self._kernel is not None:
             try:  # a restored SA continues above its persisted reservation (no IV reuse)
                 self._kernel.add_sa(sa, oseq=self.engine.restored_out_seq(sa.spi_in))
-            except OSError as e:
+            except (OSError, ValueError) as e:
                 self.engine.del_sa(sa.spi_in, now=now)
                 raise ValueError(f"kernel refused the SA: {e}") from None
         self._apply(actions)
         if self.cfg.log_secrets:
             log.warning("SA %#x keys: %s", sa.spi_in, sa.to_json())
         self._rearm()
+        return sa
 
     def _cmd_sa_add(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
-        sa = EspSaPair.from_json(args)
-        self._install(sa, now=self._now())
-        return {"spi_in": sa.spi_in, "spi_out": sa.spi_out}
+        sa = self._install(EspSaPair.from_json(args), now=self._now())
+        out: dict[str, Any] = {"spi_in": sa.spi_in, "spi_out": sa.spi_out}
+        if self._kernel is not None:
+            out["reqid"] = sa.reqid
+        return out
 
     def _cmd_sa_update(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
+        """New peer address/port. With the kernel data plane an SA's siblings (same selectors, same
+        peer) move with it: they share one set of XFRM policies naming one peer (KernelEspBackend.
+        update_peer). The userspace data plane moves the named SA only."""
         spi = _spi(args)
         peer, port = ip_address(str(args["peer"])), int(args.get("peer_port", 4500))
         old = self.engine.sa(spi)
-        actions = self.engine.update_sa_peer(spi, peer, port, now=self._now())
-        if self._kernel is not None:
-            self._kernel.update_peer(old, self.engine.sa(spi))
+        moved = [spi]
+        if self._kernel is not None:  # first: it refuses (ValueError) before anything changed
+            moved = self._kernel.update_peer(old, old.with_peer(peer, port))
+        actions: list[Action] = []
+        for s in moved:
+            actions += self.engine.update_sa_peer(s, peer, port, now=self._now())
         self._apply(actions)
         self._rearm()
-        return {"spi_in": spi, "peer": str(peer), "peer_port": port}
+        return {"spi_in": spi, "peer": str(peer), "peer_port": port, "moved": moved}
 
     def _cmd_sa_del(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
         spi = _spi(args)
@@ -534,6 +562,12 @@ class NattDaemon:
         data = base64.b64decode(str(args["data"]), validate=True)
         self._apply(self.engine.send_ike(dst, dport, data, now=self._now()))
         return {"sent": len(data) + 4}
+
+
+def _added(rec: dict[str, Any]) -> int:
+    """A stored SA's install counter (0 for records from before it was stored)."""
+    v = rec.get("added", 0)
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
 
 def _spi(args: dict[str, Any]) -> int:

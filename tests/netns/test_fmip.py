@@ -87,7 +87,7 @@ def move(lab: Lab) -> None:
     lab.run("nar", "ip", "link", "set", "ap0", "up")
 
 
-def routers(lab: Lab, tmp: Path, *, ipsec: bool = False) -> tuple[Node, Node, Path]:
+def routers(lab: Lab, tmp: Path, *, ipsec: bool = False, natt_dataplane: str = "userspace") -> tuple[Node, Node, Path]:
     """PAR and NAR running ard; with `ipsec`, HI/HAck run inside ESP (natt on each router, one shared
     secret, RFC 5568 §10)."""
     ca = pki.make_ca("SEND lab CA", kind="rsa", prefixes=(IPv6Network("2001:db8::/32"),))
@@ -108,7 +108,7 @@ def routers(lab: Lab, tmp: Path, *, ipsec: bool = False) -> tuple[Node, Node, Pa
             f"ra_interval_s = 3\n{extra}"
         )
         if ipsec:
-            natt = start_natt(lab, host, listen=(PAR_ADDR if host == "par" else NAR_ADDR,))
+            natt = start_natt(lab, host, listen=(PAR_ADDR if host == "par" else NAR_ADDR,), dataplane=natt_dataplane)
             psk = d / "ar.psk"
             psk.write_bytes(b"access routers of the lab\n")
             psk.chmod(0o600)
