@@ -137,6 +137,7 @@ class _Fbu:
     send: MhSend
     next_at: float
     tries: int = 0
+    reactive: bool = False  # sent from the NCoA on the NAR's link (retransmissions too)
 
 
 @dataclass
@@ -380,7 +381,7 @@ class FmipClient:
         msg = mh.message(fixed, (*opts, mh.Badf(0, auth)))
         payload = mh.hoa_dstopts(pcoa) + msg.encode(pcoa, par)
         send = MhSend(ncoa if reactive else pcoa, par, payload, mh.IPPROTO_DSTOPTS)
-        self._fbu[(str(par), str(pcoa))] = _Fbu(par, pcoa, ncoa, self._seq, send, now + 1.0)
+        self._fbu[(str(par), str(pcoa))] = _Fbu(par, pcoa, ncoa, self._seq, send, now + 1.0, reactive=reactive)
         self.enc_handovers += 1
         self._count("fbu_sent")
         return send
@@ -435,7 +436,7 @@ class FmipClient:
                     acts += self._drop("fbu", "unanswered")  # no fast handover support (RFC 5568 §4)
                     continue
                 # a retransmission is a new FBU with a newer sequence number (RFC 6275 §11.8)
-                again = self.fbu(p.par, p.pcoa, p.ncoa, now)
+                again = self.fbu(p.par, p.pcoa, p.ncoa, now, reactive=p.reactive)
                 self.enc_handovers -= 1  # the same handover
                 q = self._fbu[key]
                 q.tries, q.next_at = p.tries + 1, now + 2.0 ** (p.tries + 1)

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import os
@@ -59,6 +60,10 @@ class FmipShell:
         self.ifindex = 0
         self.coa: dict[str, tuple[IPv6Address, bytes]] = {}  # prefix -> (care-of CGA, CGA Parameters)
         self.current: tuple[IPv6Address, IPv6Address] | None = None  # (router link-local, our CGA there)
+        self.previous: tuple[IPv6Address, IPv6Address] | None = None  # the one before `current`
+        # route changes run one at a time, in the order asked (a late RA of the old router must not
+        # re-add its default route after the move removed it)
+        self._routes = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mobiled-routes")
         self.forwarded: dict[str, str] = {}  # PCoA -> PAR while FMIPv6 forwarding runs
         self.handover: tuple[IPv6Address, IPv6Address, IPv6Address] | None = None  # (PCoA, NCoA, NAR) under way
         self.default_router: str | None = None  # link-local address our default route goes through
@@ -248,7 +253,15 @@ class FmipShell:
         """Our care-of CGA on the link, with Duplicate Address Detection: a collision raises the
         collision count and the address is formed again; after three, stop with an error (RFC 3972
         §4 step 8, RFC 3971 §5.1.3 for SEND's DAD)."""
+        known = self.coa.get(str(prefix))
+        if known is not None:
+            return known  # formed for a fast handover and already on the interface
         loop = asyncio.get_running_loop()
+        assert self.client is not None
+        if any(IPv6Network(n[2]) == prefix for k in self.client.keys.values() for n in k.nars):
+            # a NAR that a PrRtAdv named: this is the NCoA, formed in advance and checked by the NAR
+            # (HI/HAck, RFC 5568 §4), usable at once (no tentative address under the UNA and the FBU)
+            return await self._add_ncoa(prefix)
         for cc in range(cga.MAX_COLLISIONS):
             addr, params = await self.care_of(prefix, cc)
             if await loop.run_in_executor(None, _add_with_dad, self.cfg.interface, addr):
@@ -260,6 +273,15 @@ class FmipShell:
         log.error("three address collisions on %s: no care-of CGA (RFC 3972 §4)", prefix)
         return None
 
+    async def _add_ncoa(self, prefix: IPv6Network) -> tuple[IPv6Address, bytes]:
+        """The NCoA on a NAR's prefix, added without DAD (the NAR checks it, RFC 5568 §4) and known as
+        our care-of address there, so the NAR's RA finds it configured (no tentative address again)."""
+        addr, params = await self.care_of(prefix)
+        await asyncio.get_running_loop().run_in_executor(self._routes, add_address_nodad, self.cfg.interface, addr)
+        self.coa[str(prefix)] = (addr, params)
+        self.configured.add(str(addr))
+        return addr, params
+
     async def _router_found(self, ev: RouterFound) -> None:
         """A certified router with an authorised prefix: our care-of CGA there, then the handover key."""
         assert self.client is not None
@@ -267,6 +289,8 @@ class FmipShell:
         if conf is None:
             return
         addr, params = conf
+        if self.current is not None and self.current[0] != IPv6Address(ev.link_local):
+            self.previous = self.current
         self.current = (IPv6Address(ev.link_local), addr)
         log.info("router %s (%s) on %s: care-of CGA %s", ev.link_local, ev.address, ev.prefix, addr)
         self._send([self.client.rtsolpr(IPv6Address(ev.link_local), addr, params, time.time())])
@@ -279,13 +303,13 @@ class FmipShell:
         loop, ifname = asyncio.get_running_loop(), self.cfg.interface
         try:
             if ev.lifetime:
-                await loop.run_in_executor(None, functools.partial(set_route6, ifname, "::/0", ev.link_local,
+                await loop.run_in_executor(self._routes, functools.partial(set_route6, ifname, "::/0", ev.link_local,
                                                                    expires=ev.lifetime))  # fmt: skip
                 if self.default_router != ev.link_local:
                     log.info("default router %s (%d s)", ev.link_local, ev.lifetime)
                 self.default_router = ev.link_local
             elif self.default_router == ev.link_local:
-                await loop.run_in_executor(None, del_route6, ifname, "::/0", ev.link_local)
+                await loop.run_in_executor(self._routes, del_route6, ifname, "::/0", ev.link_local)
                 self.default_router = None
         except Exception as e:  # pyroute2's NetlinkError: the link went away meanwhile
             log.warning("default route via %s: %s", ev.link_local, e)
@@ -321,6 +345,7 @@ class FmipShell:
             self.raw.close()
         if self.tun is not None:
             os.close(self.tun.fd)
+        self._routes.shutdown(wait=False)
         self.store.close()
 
     # ---- commands -------------------------------------------------------------------------------------
@@ -351,24 +376,38 @@ class FmipShell:
     async def _cmd_handover(self, args: dict[str, Any], conn: ControlConnection) -> dict[str, Any]:
         """Predictive fast handover (RFC 5568 §3.1): NCoA from the NAR prefix the PrRtAdv gave, FBU from
         the PCoA to the PAR with the handover key, wait for the authenticated FBack."""
-        key, pcoa, ncoa = await self._new_care_of(args)
+        key, pcoa, ncoa = await self._new_care_of(args, self._left())
         return await self._fast_binding(key, pcoa, ncoa, args, reactive=False)
 
-    async def _new_care_of(self, args: dict[str, Any]) -> tuple[HandoverKey, IPv6Address, IPv6Address]:
+    def _left(self) -> tuple[IPv6Address, IPv6Address]:
+        """(router, our CGA) of the link we are leaving or have left: the current one, unless the new
+        router's RA came first, which makes the new link current: our CGA there lies on a NAR prefix
+        that the previous router's PrRtAdv named."""
+        cur, prev = self.current, self.previous
+        if cur is None:
+            raise ValueError("no access router yet")
+        k = self._key(prev[1]) if prev is not None else None
+        if prev is not None and k is not None and any(cur[1] in IPv6Network(n[2]) for n in k.nars):
+            return prev
+        return cur
+
+    def _key(self, cga: IPv6Address) -> HandoverKey | None:
+        assert self.client is not None
+        return next((k for k in self.client.keys.values() if k.cga == str(cga)), None)
+
+    async def _new_care_of(
+        self, args: dict[str, Any], left: tuple[IPv6Address, IPv6Address]
+    ) -> tuple[HandoverKey, IPv6Address, IPv6Address]:
         """(handover key, PCoA, NCoA): the NCoA formed on the prefix of the NAR (`nar` or the first) that
         the PrRtAdv named, and added to the interface; remembered as the handover under way."""
-        assert self.client is not None
-        if self.current is None:
-            raise ValueError("no access router yet")
-        pcoa = self.current[1]
-        key = next((k for k in self.client.keys.values() if k.cga == str(pcoa)), None)
+        pcoa = left[1]
+        key = self._key(pcoa)
         if key is None:
             raise ValueError(f"no handover key for {pcoa}")
         nars = [n for n in key.nars if not args.get("nar") or n[1] == args["nar"]]
         if not nars:
             raise ValueError("the PrRtAdv named no such new access router")
-        ncoa, _params = await self.care_of(IPv6Network(nars[0][2]))
-        await asyncio.get_running_loop().run_in_executor(None, add_address_nodad, self.cfg.interface, ncoa)
+        ncoa, _params = await self._add_ncoa(IPv6Network(nars[0][2]))
         self.handover = (pcoa, ncoa, IPv6Address(nars[0][1]))
         return key, pcoa, ncoa
 
@@ -397,13 +436,14 @@ class FmipShell:
           gave too), and the FBack awaited."""
         assert self.client is not None
         loop, ifname = asyncio.get_running_loop(), self.cfg.interface
-        if self.current is None or self.handover is None or self.handover[0] != self.current[1]:
-            await self._new_care_of(args)  # no FBU on the old link: reactive
+        left = self._left()
+        if self.handover is None or self.handover[0] != left[1]:
+            await self._new_care_of(args, left)  # no FBU on the old link: reactive
         assert self.handover is not None
         pcoa, ncoa, nar = self.handover
-        key = next((k for k in self.client.keys.values() if k.cga == str(pcoa)), None)
-        if self.default_router is not None:
-            await loop.run_in_executor(None, del_route6, ifname, "::/0", self.default_router)
+        key = self._key(pcoa)
+        if self.default_router == str(left[0]):  # not the new router's, if its RA came first
+            await loop.run_in_executor(self._routes, del_route6, ifname, "::/0", self.default_router)
             self.default_router = None
         dst = IPv6Address("ff02::1")
         una = nd.neighbor_advertisement(ncoa, 0, (nd.TargetLla(self.client.lla),))
@@ -414,7 +454,7 @@ class FmipShell:
             return out  # predictive: the PAR forwards already (or nothing can authenticate an FBU)
         # reactive (§3.2): the PAR's address is on our old prefix, which the kernel still takes as on-link
         route = functools.partial(set_route6, ifname, f"{key.ar}/128", str(nar), onlink=True, proto=RTPROT_STATIC)
-        await loop.run_in_executor(None, route)
+        await loop.run_in_executor(self._routes, route)
         out["fback"] = await self._fast_binding(key, pcoa, ncoa, args, reactive=True)
         return out
 

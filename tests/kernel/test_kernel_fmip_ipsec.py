@@ -11,6 +11,7 @@ and policies (mobility/dataplane/kernel.py). The lab is tests/netns/test_fmip.py
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
@@ -93,3 +94,36 @@ def test_fast_handover_with_kernel_esp_after_par_restart(lab_factory: Callable[.
     assert not mh_types & {"14", "15"}, mh_types  # no HI or HAck in the clear (RFC 5568 §10)
     for p in pcaps:
         assert not unexplained_errors(p), p
+
+
+def xfrm_stat(lab: Lab, host: str) -> dict[str, int]:
+    text = lab.run(host, "cat", "/proc/net/xfrm_stat").stdout
+    return {k: int(v) for k, v in (line.split() for line in text.splitlines() if line.strip())}
+
+
+def test_cleartext_hi_dropped_by_the_kernel_policy(lab_factory: Callable[..., Lab], tmp_path: Path) -> None:
+    """Kernel natt: ard takes an HI from a router it has a Child SA with as protected, because the XFRM
+    inbound policy drops cleartext from that router before any socket sees it. A cleartext HI from the
+    PAR's address (sent around both natt's tunnel and the PAR's own policies) reaches the NAR's kernel,
+    which drops it (template mismatch): the NAR's ard answers nothing and changes nothing."""
+    lab = lab_factory(TOPO, bad=True)  # the capture holds the forged HI: *-bad.pcap
+    bridges(lab)
+    par, nar, _anchor = routers(lab, tmp_path, ipsec=True, natt_dataplane="kernel")
+    wait(lambda: par.ctl("ipsec")[0]["child_sas"] == 1, 60, "the Child SA between the routers")
+    wait(lambda: nar.ctl("ipsec")[0]["child_sas"] == 1, 60, "the NAR's Child SA")
+    before, stats_before = xfrm_stat(lab, "nar"), nar.ctl("stats")
+    lab.run(
+        "par", sys.executable, "-m", "tests.support.hi_forge", "hi", PAR_ADDR, NAR_ADDR, "2001:db8:20::77", "bypass"
+    )
+    wait(lambda: xfrm_stat(lab, "nar")["XfrmInTmplMismatch"] > before["XfrmInTmplMismatch"], 10, "the kernel drop")
+    after = nar.ctl("stats")
+    assert "hi_answered" not in after
+    assert {k: v for k, v in after.items() if k != "ra_sent"} == {
+        k: v for k, v in stats_before.items() if k != "ra_sent"
+    }
+    assert par.ctl("forwarding") == []
+    pcaps = lab.stop_captures()
+    bb_pcap = next(p for p in pcaps if p.name.startswith("par-eth2"))
+    assert bb_pcap.name.endswith("-bad.pcap")
+    # it did cross the backbone in the clear, and nothing came back
+    assert [r[:2] for r in tshark_fields(bb_pcap, "mipv6", ["mip6.mhtype", "ipv6.src"])] == [["14", PAR_ADDR]]

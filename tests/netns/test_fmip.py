@@ -218,12 +218,18 @@ def test_reactive_handover_from_the_new_link(fmip_lab: Lab, tmp_path: Path) -> N
     mn = Node(lab, "mn", "mobiled", f'[fmip]\ninterface = "eth0"\ntrust_anchors = ["{anchor}"]\nsec = 0\n')
     pcoa = wait(lambda: mn.ctl("fmip.keys"), 30, "a handover key from the PAR")[0]["cga"]
     out = tmp_path / "probe.json"
-    rx = lab.popen("mn", [sys.executable, "-m", "tests.support.probe", "recv", "9999", "7", str(out)])
+    rx = lab.popen("mn", [sys.executable, "-m", "tests.support.probe", "recv", "9999", "11", str(out)])
     time.sleep(0.5)
-    tx = lab.popen("cn", [sys.executable, "-m", "tests.support.probe", "send", pcoa, "9999", "100", "5"])
+    tx = lab.popen("cn", [sys.executable, "-m", "tests.support.probe", "send", pcoa, "9999", "100", "9"])
     time.sleep(1.0)
     move(lab)  # no warning: no FBU on the old link
+    # the NAR's periodic RA may come before the link-layer trigger: the new link is then "current",
+    # and the FBU must still be for the CGA on the link we left
+    nar_ll = wait(lambda: next((ll for ll, r in mn.ctl("fmip.status")["routers"].items()
+                                if r["address"] == NAR_ADDR), None), 10, "the NAR's RA")  # fmt: skip
+    wait(lambda: default_router(lab) == nar_ll, 10, "the default route via the NAR")
     res = mn.ctl("fmip.attached", timeout=8)
+    assert default_router(lab) == nar_ll  # the new router's route stays
     fb = res["fback"]
     ncoa = fb["ncoa"]
     assert res["una"] == ncoa and IPv6Address(ncoa) in IPv6Network("2001:db8:20::/64")
@@ -233,7 +239,7 @@ def test_reactive_handover_from_the_new_link(fmip_lab: Lab, tmp_path: Path) -> N
     rx.wait(15)
     got = json.loads(out.read_text())
     stats = par.ctl("stats")
-    print(f"reactive probe: {len(got)} received of ~500, forwarded by the PAR {stats.get('fwd_packets', 0)}")
+    print(f"reactive probe: {len(got)} received of ~900, forwarded by the PAR {stats.get('fwd_packets', 0)}")
     assert stats["fbu_accepted"] == 1 and stats.get("fwd_packets", 0) > 100 and nar.ctl("stats")["hi_answered"] == 1
     assert len([n for n in got if n > 250]) > 100  # sent after the FBack: through the tunnel
 

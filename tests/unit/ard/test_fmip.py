@@ -157,6 +157,21 @@ def test_reactive_fbu_from_the_ncoa(pkiset: dict[str, Any]) -> None:
     assert isinstance(ev[0], FastHandover) and ev[0].status == 0 and ev[0].ncoa == str(w.ncoa)
 
 
+def test_reactive_fbu_retransmitted_from_the_ncoa(pkiset: dict[str, Any]) -> None:
+    """An unanswered reactive FBU is sent again (newer sequence number) still from the NCoA without an
+    Alternate CoA: the MN is on the NAR's link, the PCoA is not its source there."""
+    w = World(pkiset)
+    w.get_key()
+    first = w.fbu_packet(w.mn.fbu(PAR_GLOBAL, w.pcoa, w.ncoa, NOW, reactive=True))
+    _, _, mhs = w.mn.tick(NOW + 1.5)
+    assert len(mhs) == 1
+    again = w.fbu_packet(mhs[0])
+    assert (again.src, again.home) == (w.ncoa, w.pcoa) and again.mh.first(mh.AlternateCoa) is None
+    assert mh.Fbu.of(again.mh).seq == mh.Fbu.of(first.mh).seq + 1
+    _, out = w.fmip.fbu(again, NOW + 1.5)  # and the PAR accepts it: HI Code 1
+    assert mh.Hi.of(mh.MhMessage.decode(out[0].data, out[0].src, out[0].dst)).code == 1
+
+
 def test_default_router_only_from_secured_ras(pkiset: dict[str, Any]) -> None:
     """The MN's default route follows the RAs that validated (with their Router Lifetime), never an
     unsecured or uncertified one (RFC 3971 §8)."""

@@ -449,8 +449,8 @@ def test_critical_unknown_payload_inside_sk_is_refused_and_the_sa_stays() -> Non
     assert k["state"] == "established"
 
 
-def test_auth_request_missing_traffic_selectors_takes_no_lease() -> None:
-    mn, gw = policies()
+def counting_pair(gw: Policy) -> tuple[IkeEngine, IkeEngine, list[str]]:
+    """Initiator, responder whose address assigner records each identity it is asked for, and that record."""
     calls: list[str] = []
 
     def counting(policy: Policy, who: str, cp: CP | None, now: float) -> Any:
@@ -461,6 +461,12 @@ def test_auth_request_missing_traffic_selectors_takes_no_lease() -> None:
     resp = IkeEngine(
         rand=os.urandom, clock=clock, suites=gw.ike_suites, lookup=lambda who: gw, assigner=counting, local_addr=GW[0]
     )
+    return init, resp, calls
+
+
+def test_auth_request_missing_traffic_selectors_takes_no_lease() -> None:
+    mn, gw = policies()
+    init, resp, calls = counting_pair(gw)
     _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
     (r1,) = resp.datagram(acts[0].data, MN[0], 500, 500, now=0.0)
     (auth,) = [a for a in init.datagram(r1.data, GW[0], 500, 500, now=0.0) if isinstance(a, IkeSend)]
@@ -623,16 +629,7 @@ def test_ike_rekey_answer_with_a_suite_we_did_not_offer_is_dropped() -> None:
 def test_wrong_psk_takes_no_lease() -> None:
     """RFC 5026 §9.2 / STYLE: the address pool is asked only after the initiator authenticated."""
     mn, gw = policies(gw_psk=b"another-secret-of-enough-length-0123")
-    calls: list[str] = []
-
-    def counting(policy: Policy, who: str, cp: CP | None, now: float) -> Any:
-        calls.append(who)
-        return assign(policy, who, cp, now)
-
-    init = IkeEngine(rand=os.urandom, clock=clock)
-    resp = IkeEngine(
-        rand=os.urandom, clock=clock, suites=gw.ike_suites, lookup=lambda who: gw, assigner=counting, local_addr=GW[0]
-    )
+    init, resp, calls = counting_pair(gw)
     _, acts = init.initiate(mn, GW, (MN[0], 500), now=0.0)
     out = run(init, resp, acts)
     assert events(out, IkeSaEstablished) == [] and events(out, ChildSaInstall) == [] and calls == []
