@@ -56,6 +56,7 @@ class ArdDaemon(ServiceShell):
         self.sock: socket.socket | None = None
         self.fmip: FmipEngine | None = None
         self.mh_sock: socket.socket | None = None
+        self.mh_link: socket.socket | None = None
         self.pkt_sock: socket.socket | None = None
         self.fwd: Forwarder | None = None
         self.ipsec: ArIpsec | None = None
@@ -189,6 +190,8 @@ class ArdDaemon(ServiceShell):
         m = netif.raw6_socket(mh.IPPROTO_MH)
         loop.add_reader(m.fileno(), self._on_mh)
         self.mh_sock = m
+        # the PCoA copies of FBacks: out of the access link even when forwarding for the PCoA is on
+        self.mh_link = netif.link_send_socket(mh.IPPROTO_MH, self.cfg.interfaces[0])
         p = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IPV6))
         p.setblocking(False)
         loop.add_reader(p.fileno(), self._on_packet)
@@ -287,9 +290,12 @@ class ArdDaemon(ServiceShell):
                 self.ipsec.submit(s.dst, s.data, s.src)  # HI/HAck: only inside ESP with that router
                 continue
             # on-link destinations (the PCoA copy of an FBack) leave by the access link itself, not by
-            # the forwarding /128 route (TUN or ip6tnl) that the same FBack has just installed
-            oif = self.ifindex if prefix is not None and s.dst in prefix else 0
-            netif.send_from(self.mh_sock, s.data, s.src, s.dst, oif)
+            # the forwarding /128 route (TUN or ip6tnl) that the FBU has installed (RFC 5568 §6.2.3:
+            # the MN may still be on this link, and a retransmitted FBU's answer comes after it)
+            if prefix is not None and s.dst in prefix and self.mh_link is not None:
+                netif.send_from(self.mh_link, s.data, s.src, s.dst, self.ifindex)
+            else:
+                netif.send_from(self.mh_sock, s.data, s.src, s.dst)
 
     def _apply(self, actions: list[Action]) -> None:
         for a in actions:
@@ -374,6 +380,8 @@ class ArdDaemon(ServiceShell):
             if sk is not None:
                 loop.remove_reader(sk.fileno())
                 sk.close()
+        if self.mh_link is not None:
+            self.mh_link.close()
         if self.fwd is not None:
             await self.fwd.close()
         if self.store is not None:

@@ -421,7 +421,9 @@ class FmipShell:
         try:
             self._send_mh(self.client.fbu(IPv6Address(key.ar), pcoa, ncoa, time.time(), reactive=reactive))
             self._rearm()
-            ev = await asyncio.wait_for(fut, float(args.get("timeout", 8.0)))
+            ev = await asyncio.wait_for(fut, timeout := float(args.get("timeout", 8.0)))
+        except TimeoutError:
+            raise ValueError(f"no FBack from {key.ar} within {timeout:g} s") from None
         finally:
             self._waiters.remove(fut)
         return {"par": ev.par, "pcoa": ev.pcoa, "ncoa": ev.ncoa, "status": ev.status, "lifetime": ev.lifetime}

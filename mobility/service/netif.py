@@ -4,6 +4,7 @@ address (pyroute2, from a worker thread)."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import socket
 import struct
@@ -102,6 +103,24 @@ def nd_socket(ifname: str, types: tuple[int, ...], groups: tuple[str, ...] = ())
     for g in groups:
         mreq = socket.inet_pton(socket.AF_INET6, g) + struct.pack("@I", socket.if_nametoindex(ifname))
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+    s.setblocking(False)
+    return s
+
+
+SO_ATTACH_FILTER = 26  # asm-generic/socket.h
+# one classic BPF instruction, BPF_RET|BPF_K 0: keep no byte of any packet (linux/filter.h)
+_KEEP_NOTHING = ctypes.create_string_buffer(struct.pack("@HBBI", 0x06, 0, 0, 0))
+
+
+def link_send_socket(proto: int, ifname: str) -> socket.socket:
+    """A send-only raw IPv6 socket for `proto` bound to one link. Bound, its route lookups are strict
+    about the interface: a more specific route through another device (a forwarding /128 into a TUN
+    or a tunnel link) is passed over for the link's own prefix route. A source address in
+    IPV6_PKTINFO alone does not do that, the interface index there is only a preference. It receives
+    nothing (a filter that keeps no packet), so it needs no reader."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, proto)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+    s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("@HP", 1, ctypes.addressof(_KEEP_NOTHING)))
     s.setblocking(False)
     return s
 

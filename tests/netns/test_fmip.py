@@ -284,6 +284,10 @@ def test_forged_fbus_change_no_key_and_no_forwarding(lab_factory: Callable[..., 
     fb = mn.ctl("fmip.handover", timeout=8)
     assert fb["status"] == 0 and [f["pcoa"] for f in par.ctl("forwarding")] == [pcoa]
     assert nar.ctl("stats")["hi_answered"] == 1
+    # an FBU while the PAR already forwards the PCoA (as a retransmitted one finds it): the FBack's PCoA
+    # copy still leaves by the access link, where the MN still is, not into the forwarding tunnel
+    assert mn.ctl("fmip.handover", timeout=8)["status"] == 0
+    assert par.ctl("stats")["fbu_accepted"] == 2
 
 
 def test_cga_kept_across_restarts_and_dad_collision(lab_factory: Callable[..., Lab], tmp_path: Path) -> None:
