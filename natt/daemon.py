@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mobility.dataplane.sa import EspSaPair
+from mobility.dataplane.xfrm import Replay
 from mobility.engine import Action, Deliver, Notify, Persist, Program, Send
 from mobility.service import msgids
 from mobility.service.control import ControlConnection, Handler
@@ -37,6 +38,8 @@ from natt.engine import (
     SeqReserved,
 )
 from natt.sadb import Checkpoint
+
+XFRM_KIND = "xfrm"  # state-store records of what the kernel data plane installed, for cleanup after a kill -9
 
 log = logging.getLogger("natt")
 drop_log = RateLimitedLog(logging.getLogger("natt.drops"))
@@ -73,6 +76,7 @@ class NattDaemon:
         self._store: StateStore | None = None
         self._records: dict[int, dict[str, Any]] = {}
         self._added = 0  # install counter stored with each SA: a restore keeps the order (newest sibling last)
+        self._left_in_kernel: dict[int, tuple[int, Replay | None]] = {}  # by SPI: what a killed run left counted
         self._ike_owner: ControlConnection | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._gso = True
@@ -109,7 +113,10 @@ class NattDaemon:
             self._kernel = KernelEspBackend()
             self._kernel_poll = self._loop.create_task(self._poll_kernel_seq())
         self._store = StateStore(self.ctx.state_dir / "natt.sqlite")
+        if self._kernel is not None:
+            self._left_in_kernel = self._remove_leftovers()
         self._restore()
+        self._left_in_kernel = {}
         self._rearm()
 
     def _open_sockets(self) -> None:
@@ -190,12 +197,47 @@ class NattDaemon:
                 self._kernel_poll.cancel()
             for sa in self._live_sas():
                 try:
+                    if sa.persistent:  # its window goes with the states: the restart starts above it
+                        c = self._kernel.counters(sa)
+                        self._apply(self.engine.kernel_removed(sa.spi_in, c["out_seq"], c["in_seq"]))
                     self._kernel.del_sa(sa)
                 except OSError as e:
                     log.debug("kernel SA removal: %s", e)
+                    continue
+                if self._store is not None:
+                    self._store.delete(XFRM_KIND, f"{sa.spi_in:08x}")
             self._kernel.close()
         if self._store is not None:
             self._store.close()
+
+    def _remove_leftovers(self) -> dict[int, tuple[int, Replay | None]]:
+        """Kernel data plane: the states and policies of every SA a previous run installed and did not
+        remove (it was killed) go, so nothing stale selects or drops traffic and the persistent SAs
+        can be installed again (no EEXIST). What the kernel had counted for them comes back by
+        inbound SPI: the persistent SAs continue from it (sequence numbers, inbound window)."""
+        assert self._store is not None and self._kernel is not None
+        counted: dict[int, tuple[int, Replay | None]] = {}
+        for key, rec in self._store.all(XFRM_KIND).items():
+            for obj in rec.get("sas", []):
+                try:
+                    sa = EspSaPair.from_json(obj)
+                    oseq, replay = self._kernel.remove_leftover(sa)
+                except (ValueError, KeyError, TypeError, OSError) as e:
+                    log.error("cannot remove the kernel SA %s left by the previous run: %s", key, e)
+                    continue
+                old = counted.get(sa.spi_in)
+                if old is None or oseq > old[0] or (replay is not None and old[1] is None):
+                    counted[sa.spi_in] = (oseq, replay)
+            self._store.delete(XFRM_KIND, key)
+        if counted:
+            log.info("%d SA(s) left in the kernel by the previous run removed", len(counted))
+        return counted
+
+    def _note_in_kernel(self, *sas: EspSaPair) -> None:
+        """Committed before the kernel gets the SA: enough to find its states and policies after a
+        kill -9 (the SA's identity; its keys zeroed: a non-persistent SA's keys never reach the disk)."""
+        assert self._store is not None
+        self._store.put(XFRM_KIND, f"{sas[0].spi_in:08x}", {"sas": [_keyless(sa).to_json() for sa in sas]})
 
     async def _poll_kernel_seq(self) -> None:
         while True:
@@ -204,11 +246,11 @@ class NattDaemon:
                 if not sa.persistent:
                     continue
                 try:
-                    out = self._kernel.counters(sa)["out_packets"]
+                    c = self._kernel.counters(sa)
                 except OSError as e:
                     log.debug("kernel counters for %#x: %s", sa.spi_in, e)
                     continue
-                self._apply(self.engine.note_kernel_seq(sa.spi_in, out))
+                self._apply(self.engine.note_kernel_seq(sa.spi_in, c["out_seq"], c["in_seq"]))
 
     def reload(self, cfg: NattConfig) -> str:
         fixed = ("listen", "port", "dataplane", "tun", "service")
@@ -456,10 +498,20 @@ class NattDaemon:
             sa = replace(sa, reqid=self._kernel.reqid_for(sa))  # stored with the SA: same reqid after a restore
         actions = self.engine.add_sa(sa, now=now, restored=restored)  # ValueError: nothing changed
         if self._kernel is not None:
-            try:  # a restored SA continues above its persisted reservation (no IV reuse)
-                self._kernel.add_sa(sa, oseq=self.engine.restored_out_seq(sa.spi_in))
+            # a restored SA continues above its persisted reservations (no IV reused, no packet accepted
+            # twice), or where the kernel stood when the previous run was killed
+            oseq, replay = self.engine.restored_out_seq(sa.spi_in), None
+            if self.engine.restored_in_seq(sa.spi_in):
+                replay = Replay(self.engine.restored_in_seq(sa.spi_in))
+            left_oseq, left_replay = self._left_in_kernel.get(sa.spi_in, (0, None))
+            if restored is not None:
+                oseq, replay = max(oseq, left_oseq), left_replay or replay
+            try:
+                self._note_in_kernel(sa)
+                self._kernel.add_sa(sa, oseq=oseq, replay=replay)
             except (OSError, ValueError) as e:
                 self.engine.del_sa(sa.spi_in, now=now)
+                self._store.delete(XFRM_KIND, f"{sa.spi_in:08x}")
                 raise ValueError(f"kernel refused the SA: {e}") from None
         self._apply(actions)
         if self.cfg.log_secrets:
@@ -483,7 +535,12 @@ class NattDaemon:
         old = self.engine.sa(spi)
         moved = [spi]
         if self._kernel is not None:  # first: it refuses (ValueError) before anything changed
+            group = [old, *self._kernel.siblings(old)]
+            for sa in group:  # a kill -9 in between leaves states at either address
+                self._note_in_kernel(sa, sa.with_peer(peer, port))
             moved = self._kernel.update_peer(old, old.with_peer(peer, port))
+            for sa in group:
+                self._note_in_kernel(sa.with_peer(peer, port) if sa.spi_in in moved else sa)
         actions: list[Action] = []
         for s in moved:
             actions += self.engine.update_sa_peer(s, peer, port, now=self._now())
@@ -500,6 +557,8 @@ class NattDaemon:
                 self._kernel.del_sa(sa)
             except OSError as e:
                 log.warning("kernel SA removal for %#x: %s", spi, e)
+            else:
+                self._store.delete(XFRM_KIND, f"{spi:08x}")
         self._apply(actions)
         self._rearm()
         return {"spi_in": spi, "deleted": True}
@@ -562,6 +621,12 @@ class NattDaemon:
         data = base64.b64decode(str(args["data"]), validate=True)
         self._apply(self.engine.send_ike(dst, dport, data, now=self._now()))
         return {"sent": len(data) + 4}
+
+
+def _keyless(sa: EspSaPair) -> EspSaPair:
+    """The SA with its keys zeroed (same lengths, so it stays valid)."""
+    names = ("key_in", "key_out", "integ_key_in", "integ_key_out")
+    return replace(sa, **{n: bytes(len(getattr(sa, n))) for n in names})
 
 
 def _added(rec: dict[str, Any]) -> int:

@@ -151,6 +151,7 @@ class NattEngine:
             if restored is not None:
                 live.seq_out = restored.out_reserved
                 live.window = type(live.window)(sa.replay_window, restored.in_reserved, fill=True)
+                live.kernel_seq_in = restored.in_reserved
             live.checkpoint.out_reserved = live.seq_out + OUT_RESERVE_CHUNK
             live.checkpoint.in_reserved = live.window.top
             live.in_last_commit = now
@@ -201,19 +202,51 @@ class NattEngine:
         actions.append(Notify(SaRemoved(spi_in, reason)))
         return actions
 
-    def note_kernel_seq(self, spi_in: int, seq_out: int) -> list[Action]:
-        """Kernel backend: the kernel numbers outbound packets; keep the persisted reservation ahead
-        of it (polled by the shell) so a restore never reuses a sequence number (and GCM IV)."""
+    def note_kernel_seq(self, spi_in: int, seq_out: int, seq_in: int = 0) -> list[Action]:
+        """Kernel backend: the kernel numbers outbound packets and keeps the inbound window. Polled by
+        the shell, the persisted reservations stay ahead of both:
+        - outbound, so a restore never reuses a sequence number (and GCM IV);
+        - inbound, so a restore whose kernel state is gone (natt stopped, host rebooted) starts its
+          window above what the kernel accepted, and no packet is accepted twice. The margin is four
+          times what arrived since the last poll, plus IN_CHUNK_MIN: what may come before the next
+          poll. After such a restore the peer's packets up to the reservation are dropped, as with
+          the userspace data plane's reservation."""
         live = self._get(spi_in)
         live.seq_out = max(live.seq_out, seq_out)
+        arrived = max(0, seq_in - live.kernel_seq_in)
+        live.kernel_seq_in = max(live.kernel_seq_in, seq_in)
         cp = live.checkpoint
-        if cp is None or live.seq_out + OUT_RESERVE_CHUNK // 2 <= cp.out_reserved:
+        if cp is None:
             return []
-        cp.out_reserved = live.seq_out + OUT_RESERVE_CHUNK
+        changed = False
+        if live.seq_out + OUT_RESERVE_CHUNK // 2 > cp.out_reserved:
+            cp.out_reserved = live.seq_out + OUT_RESERVE_CHUNK
+            changed = True
+        if live.kernel_seq_in + 2 * arrived + IN_CHUNK_MIN > cp.in_reserved:
+            cp.in_reserved = live.kernel_seq_in + 4 * arrived + 2 * IN_CHUNK_MIN
+            changed = True
+        return [Persist(SeqReserved(spi_in, cp.out_reserved, cp.in_reserved))] if changed else []
+
+    def kernel_removed(self, spi_in: int, seq_out: int, seq_in: int) -> list[Action]:
+        """Kernel backend, natt stopping: the SA's states are about to go, with their window. The
+        inbound reservation becomes what the kernel accepted plus IN_CHUNK_MIN (for packets accepted
+        between this reading and the removal), lower than the polled one: after the restart the peer
+        loses at most that many packets. The outbound one only ever grows."""
+        self.note_kernel_seq(spi_in, seq_out, seq_in)
+        live = self._get(spi_in)
+        cp = live.checkpoint
+        if cp is None:
+            return []
+        cp.in_reserved = live.kernel_seq_in + IN_CHUNK_MIN
         return [Persist(SeqReserved(spi_in, cp.out_reserved, cp.in_reserved))]
 
     def restored_out_seq(self, spi_in: int) -> int:
         return self._get(spi_in).seq_out
+
+    def restored_in_seq(self, spi_in: int) -> int:
+        """The inbound reservation a restored SA starts above (0: a new SA, an empty window)."""
+        live = self._get(spi_in)
+        return live.window.top if live.checkpoint is not None else 0
 
     def sas(self) -> list[dict[str, Any]]:
         return [live.to_json() for live in self._by_spi.values()]

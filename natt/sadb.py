@@ -79,6 +79,7 @@ class LiveSa:
     checkpoint: Checkpoint | None = None
     in_chunk: int = 4
     in_last_commit: float = 0.0
+    kernel_seq_in: int = 0  # kernel backend: the highest inbound number the kernel reported accepting
     created: float = 0.0
 
     @classmethod

@@ -28,6 +28,7 @@ from mobility.dataplane.xfrm import (
     XFRM_POLICY_FWD,
     XFRM_POLICY_IN,
     XFRM_POLICY_OUT,
+    Replay,
     Selector,
     XfrmSocket,
     algo,
@@ -222,14 +223,15 @@ class KernelEspBackend:
     def siblings(self, sa: EspSaPair) -> list[EspSaPair]:
         return self._table.siblings(sa.spi_in)
 
-    def add_sa(self, sa: EspSaPair, *, oseq: int = 0) -> int:
+    def add_sa(self, sa: EspSaPair, *, oseq: int = 0, replay: Replay | None = None) -> int:
         """Install the states, and the policies unless a sibling already has them; returns the reqid.
-        ValueError when the SA cannot share (nothing changed); OSError from the kernel, after undoing
-        what this call installed."""
+        A restored SA continues its numbering (`oseq`) and its inbound window (`replay`). ValueError
+        when the SA cannot share (nothing changed); OSError from the kernel, after undoing what this
+        call installed."""
         plan = self._table.plan_add(sa)
         undo: list[Callable[[], None]] = []
         try:
-            self._add_states(sa, oseq, plan.reqid, undo)
+            self._add_states(sa, oseq, plan.reqid, undo, replay)
             if plan.new_policies:
                 self._policies(sa, plan.reqid, update=False, undo=undo)
         except OSError:
@@ -240,7 +242,14 @@ class KernelEspBackend:
         self._table.add(sa, plan.reqid)
         return plan.reqid
 
-    def _add_states(self, sa: EspSaPair, oseq: int, reqid: int, undo: list[Callable[[], None]] | None = None) -> None:
+    def _add_states(
+        self,
+        sa: EspSaPair,
+        oseq: int,
+        reqid: int,
+        undo: list[Callable[[], None]] | None = None,
+        replay: Replay | None = None,
+    ) -> None:
         """Inbound (peer → us, our SPI) and outbound (us → peer, the peer's SPI) ESP-in-UDP states."""
         mode = XFRM_MODE_TUNNEL if sa.mode is Mode.TUNNEL else XFRM_MODE_TRANSPORT
         common: dict[str, Any] = {
@@ -254,6 +263,7 @@ class KernelEspBackend:
             dst=sa.local,
             spi=sa.spi_in,
             encap=encap_tmpl(sa.peer_port, sa.local_port),
+            replay=replay,
             **common,
             **_crypto(sa, sa.key_in, sa.integ_key_in),
         )
@@ -312,9 +322,11 @@ class KernelEspBackend:
             return [old.spi_in]
         group, key, moved = self._table.plan_move(old.spi_in, new.peer, new.peer_port)
         for before, after in zip(list(group.members.values()), moved, strict=True):
-            counters = self._x.get_state(before.peer, before.spi_out)
+            # keep the numbering (no GCM IV reused) and the inbound window (no packet accepted twice)
+            oseq = self._x.get_state(before.peer, before.spi_out).get("oseq", 0)
+            replay = self._x.get_state(before.local, before.spi_in).get("window")
             self._del_states(before)
-            self._add_states(after, counters["packets"], group.reqid)  # keep numbering: no GCM IV reused
+            self._add_states(after, oseq, group.reqid, replay=replay)
         if key.selectors == group.key.selectors:
             self._policies(moved[-1], group.reqid, update=True)
         else:
@@ -343,10 +355,25 @@ class KernelEspBackend:
         if last:
             self._del_policies(installed)
 
+    def remove_leftover(self, sa: EspSaPair) -> tuple[int, Replay | None]:
+        """An SA a previous run installed and did not remove (killed): its states and policies go, and
+        what the kernel had counted comes back (outbound sequence number, inbound window; 0 and None
+        when its states were gone), so that the SA can be installed again where it stood."""
+        oseq, replay = 0, None
+        with suppress(FileNotFoundError):
+            oseq = self._x.get_state(sa.peer, sa.spi_out).get("oseq", 0)
+        with suppress(FileNotFoundError):
+            replay = self._x.get_state(sa.local, sa.spi_in).get("window")
+        self.del_sa(sa)
+        return oseq, replay
+
     def counters(self, sa: EspSaPair) -> dict[str, int]:
+        """Packet counters, with the highest sequence numbers sent (`out_seq`) and accepted (`in_seq`)."""
         i = self._x.get_state(sa.local, sa.spi_in)
         o = self._x.get_state(sa.peer, sa.spi_out)
         return {
+            "out_seq": o.get("oseq", o["packets"]),
+            "in_seq": i["window"].seq if "window" in i else 0,
             "in_packets": i["packets"],
             "in_bytes": i["bytes"],
             "out_packets": o["packets"],

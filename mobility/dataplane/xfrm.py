@@ -132,6 +132,51 @@ def replay_state(oseq: int, seq: int = 0, bitmap: int = 0) -> bytes:
     return struct.pack("=III", oseq & 0xFFFFFFFF, seq & 0xFFFFFFFF, bitmap)
 
 
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """An inbound anti-replay window: the highest sequence number accepted (64 bits with ESN) and the
+    kernel's bitmap as it reports it (struct xfrm_replay_state's u32, or the ESN bmp[] words); None
+    = every number in the window below `seq` taken."""
+
+    seq: int
+    bitmap: bytes | None = None
+
+
+def replay_attr(esn: bool, window: int, oseq: int, replay: Replay | None) -> tuple[str, bytes]:
+    """XFRMA_REPLAY_ESN_VAL (struct xfrm_replay_state_esn: bmp_len, oseq, seq, oseq_hi, seq_hi,
+    replay_window, bmp[]) with ESN, else XFRMA_REPLAY_VAL (struct xfrm_replay_state: oseq, seq,
+    bitmap), for a window of `window` packets."""
+    seq = replay.seq if replay is not None else 0
+    if esn:
+        words = (window + 31) // 32
+        bmp = bytes(4 * words) if replay is None else (replay.bitmap or b"\xff" * 4 * words)
+        if len(bmp) != 4 * words:
+            raise ValueError(f"replay bitmap of {len(bmp)} bytes for a window of {window}")
+        head = struct.pack("=IIIIII", words, oseq & 0xFFFFFFFF, seq & 0xFFFFFFFF, oseq >> 32, seq >> 32, window)
+        return "XFRMA_REPLAY_ESN_VAL", head + bmp
+    if replay is None:
+        bitmap = 0
+    elif replay.bitmap is None:
+        bitmap = 0xFFFFFFFF
+    else:
+        (bitmap,) = struct.unpack("=I", replay.bitmap)
+    return "XFRMA_REPLAY_VAL", replay_state(oseq, seq, bitmap)
+
+
+def parse_replay(attrs: Any) -> tuple[int, Replay] | None:
+    """(oseq, inbound window) from a state's XFRMA_REPLAY_ESN_VAL or XFRMA_REPLAY_VAL; the kernel
+    reports one of them with every state."""
+    esn = attrs.get_attr("XFRMA_REPLAY_ESN_VAL")
+    if esn is not None:
+        words, oseq, seq, oseq_hi, seq_hi, _window = struct.unpack_from("=IIIIII", esn)
+        return oseq | oseq_hi << 32, Replay(seq | seq_hi << 32, bytes(esn[24 : 24 + 4 * words]))
+    legacy = attrs.get_attr("XFRMA_REPLAY_VAL")
+    if legacy is not None:
+        oseq, seq, bitmap = struct.unpack_from("=III", legacy)
+        return oseq, Replay(seq, struct.pack("=I", bitmap))
+    return None
+
+
 @dataclass(frozen=True)
 class Selector:
     src: Any  # IPv4Network / IPv6Network
@@ -232,8 +277,12 @@ class XfrmSocket:
         replay_window: int = 64,
         esn: bool = False,
         oseq: int = 0,
+        replay: Replay | None = None,
         update: bool = False,
     ) -> None:
+        """`oseq`: the last outbound sequence number used; `replay`: the inbound window to start from
+        (a restored SA: what the kernel had, or the persisted reservation with every number below
+        it taken), else an empty one."""
         m = xfrm_usersa_info()
         m.update(_no_selector(_family(dst)))
         m.update(_lifetimes())
@@ -263,17 +312,8 @@ class XfrmSocket:
             attrs.append(("XFRMA_ALG_AUTH_TRUNC", auth))
         if encap is not None:
             attrs.append(("XFRMA_ENCAP", encap))
-        if esn:  # struct xfrm_replay_state_esn: bmp_len, oseq, seq, oseq_hi, seq_hi, replay_window, bmp[]
-            words = (replay_window + 31) // 32
-            attrs.append(
-                (
-                    "XFRMA_REPLAY_ESN_VAL",
-                    struct.pack("=IIIIII", words, oseq & 0xFFFFFFFF, 0, oseq >> 32, 0, replay_window)
-                    + bytes(4 * words),
-                )
-            )
-        elif oseq:
-            attrs.append(("XFRMA_REPLAY_VAL", replay_state(oseq)))
+        if esn or oseq or replay is not None:
+            attrs.append(replay_attr(esn, replay_window, oseq, replay))
         m["attrs"] = attrs
         flags = NLM_F_REQUEST | NLM_F_ACK | (0 if update else NLM_F_CREATE | NLM_F_EXCL)
         self.request(m, XFRM_MSG_UPDSA if update else XFRM_MSG_NEWSA, flags)
@@ -281,11 +321,11 @@ class XfrmSocket:
     def del_state(self, dst: Any, spi: int) -> None:
         self.request(self._sa_id(dst, spi), XFRM_MSG_DELSA)
 
-    def get_state(self, dst: Any, spi: int) -> dict[str, int]:
+    def get_state(self, dst: Any, spi: int) -> dict[str, Any]:
         (body,) = self.request(self._sa_id(dst, spi), XFRM_MSG_GETSA, NLM_F_REQUEST)
         m = xfrm_usersa_info(body)
         m.decode()
-        return {
+        out: dict[str, Any] = {
             "bytes": m["cur_bytes"],
             "packets": m["cur_packets"],
             "replay": m["stats_replay"],
@@ -293,6 +333,10 @@ class XfrmSocket:
             "reqid": m["reqid"],
             "mode": m["mode"],
         }
+        seqs = parse_replay(m)
+        if seqs is not None:
+            out["oseq"], out["window"] = seqs
+        return out
 
     @staticmethod
     def _sa_id(dst: Any, spi: int) -> xfrm_usersa_id:

@@ -16,7 +16,7 @@ import pytest
 
 from mobility.dataplane.kernel import KernelEspBackend, SiblingTable, selectors
 from mobility.dataplane.sa import Cipher, EspSaPair, Mode
-from mobility.dataplane.xfrm import XFRM_POLICY_FWD, XFRM_POLICY_IN, XFRM_POLICY_OUT, Selector
+from mobility.dataplane.xfrm import XFRM_POLICY_FWD, XFRM_POLICY_IN, XFRM_POLICY_OUT, Replay, Selector
 from natt.engine import NattEngine
 
 LOCAL, PEER, MOVED = ip_address("192.0.2.2"), ip_address("198.51.100.1"), ip_address("203.0.113.9")
@@ -33,22 +33,33 @@ class FakeXfrm:
     def close(self) -> None:
         pass
 
-    def add_state(self, *, src: Any, dst: Any, spi: int, reqid: int, oseq: int = 0, **kw: Any) -> None:
+    def add_state(
+        self, *, src: Any, dst: Any, spi: int, reqid: int, oseq: int = 0, replay: Replay | None = None, **kw: Any
+    ) -> None:
         self.calls.append("add_state")
         if (dst, spi) in self.states:
             raise OSError(errno.EEXIST, os.strerror(errno.EEXIST))
-        self.states[(dst, spi)] = {"src": src, "reqid": reqid, "oseq": oseq, "packets": 0}
+        window = replay or Replay(0, bytes(4))
+        self.states[(dst, spi)] = {"src": src, "reqid": reqid, "oseq": oseq, "packets": 0, "window": window}
 
     def del_state(self, dst: Any, spi: int) -> None:
         self.calls.append("del_state")
         if self.states.pop((dst, spi), None) is None:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
 
-    def get_state(self, dst: Any, spi: int) -> dict[str, int]:
+    def get_state(self, dst: Any, spi: int) -> dict[str, Any]:
         st = self.states.get((dst, spi))
         if st is None:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
-        return {"bytes": 0, "packets": st["packets"], "replay": 0, "integrity_failed": 0, "reqid": st["reqid"]}
+        return {
+            "bytes": 0,
+            "packets": st["packets"],
+            "replay": 0,
+            "integrity_failed": 0,
+            "reqid": st["reqid"],
+            "oseq": st["oseq"] + st["packets"],  # the last number sent: where it started, and one per packet
+            "window": st["window"],
+        }
 
     def add_policy(
         self, sel: Selector, direction: int, tmpl: bytes, priority: int = 1000, update: bool = False
@@ -251,3 +262,34 @@ def test_mobike_in_transport_mode_replaces_the_policies_and_refuses_taken_select
     with pytest.raises(ValueError, match="already hold"):  # moving onto them is refused, nothing changed
         k.update_peer(a.with_peer(MOVED, 4500), a)
     assert (x.states, x.policies) == before
+
+
+def test_mobike_keeps_the_inbound_window() -> None:
+    """The states are replaced (keyed by address): the new inbound state starts from the old one's window,
+    or a packet captured before the move would be accepted once more after it."""
+    k, x = backend()
+    sa = child(0x1001, 0x2001)
+    k.add_sa(sa)
+    x.states[(LOCAL, 0x1001)]["window"] = Replay(77, bytes.fromhex("ffff0f00"))
+    k.update_peer(sa, sa.with_peer(MOVED, 4500))
+    assert x.states[(LOCAL, 0x1001)]["window"] == Replay(77, bytes.fromhex("ffff0f00"))
+
+
+def test_leftovers_of_a_killed_run_are_removed_and_report_where_the_kernel_stood() -> None:
+    """After a kill -9 the kernel still holds the SA: its states and policies go (a restore would meet
+    EEXIST, a stale policy would select traffic into states nobody maintains), and the outbound number and
+    inbound window come back so that the SA can continue from them."""
+    k, x = backend()
+    a, b, other = child(0x1001, 0x2001), child(0x1002, 0x2002), transport(0x1003, 0x2003)
+    for sa in (a, b, other):
+        k.add_sa(sa)
+    x.states[(PEER, 0x2002)]["packets"] = 500
+    x.states[(LOCAL, 0x1002)]["window"] = Replay(321, bytes.fromhex("ffffffff"))
+    fresh, x.calls = KernelEspBackend(xfrm=x), []  # type: ignore[arg-type]  # the next run: an empty table
+    assert fresh.remove_leftover(b) == (500, Replay(321, bytes.fromhex("ffffffff")))
+    assert (PEER, 0x2002) not in x.states and (LOCAL, 0x1002) not in x.states
+    assert fresh.remove_leftover(a) == (0, Replay(0, bytes(4)))
+    assert fresh.remove_leftover(other) == (0, Replay(0, bytes(4)))
+    assert x.states == {} and x.policies == {}
+    assert fresh.remove_leftover(a) == (0, None)  # nothing left (removed, or never installed): no error
+    assert fresh.add_sa(a) and len(x.policies) == 3  # installed again without EEXIST

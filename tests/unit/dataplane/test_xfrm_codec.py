@@ -75,3 +75,25 @@ def test_auto_falls_back_to_userspace_on_this_kernel_and_says_why() -> None:
         assert out.startswith("(False, 'kernel cannot install an ESP state")
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+@pytest.mark.parametrize("esn", [False, True])
+def test_replay_state_round_trip(esn: bool) -> None:
+    """What we give the kernel for a restored inbound window reads back as the kernel reports it."""
+    seq = (5 << 32) + 77 if esn else 77
+    for replay in (xfrm.Replay(seq), xfrm.Replay(seq, bytes.fromhex("0f000000f0000000" if esn else "0f0000f0"))):
+        name, value = xfrm.replay_attr(esn, 64, 1000, replay)
+        m = xfrm.xfrm_usersa_info()
+        m["header"] = {"type": xfrm.XFRM_MSG_NEWSA, "flags": 0}
+        for field, fmt in m.fields:
+            m[field] = b"" if fmt.endswith("s") else 0
+        m["attrs"] = [(name, value)]
+        m.encode()
+        back = xfrm.xfrm_usersa_info(m.data)
+        back.decode()
+        oseq, got = xfrm.parse_replay(back)
+        full = b"\xff" * (8 if esn else 4)
+        assert oseq == 1000 and got == xfrm.Replay(seq, replay.bitmap or full)
+    assert xfrm.replay_attr(False, 64, 7, None) == ("XFRMA_REPLAY_VAL", xfrm.replay_state(7))
+    with pytest.raises(ValueError):
+        xfrm.replay_attr(True, 64, 0, xfrm.Replay(1, bytes(4)))  # a 32-bit bitmap for a 64-packet window

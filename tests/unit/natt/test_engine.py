@@ -328,3 +328,33 @@ def test_rekeyed_child_sa_coexists_with_predecessor_then_takes_over() -> None:
     # the same selectors from another NAT mapping are still refused (§5.2)
     with pytest.raises(ValueError, match="conflicting"):
         g.add_sa(replace(gsa, spi_in=0x5005, peer_port=40001), now=5)
+
+
+def test_kernel_inbound_reservation_stays_ahead_of_what_the_kernel_accepted() -> None:
+    """Kernel data plane: the kernel keeps the window, natt polls it. The persisted inbound reservation
+    stays above the highest number accepted with a margin for what may arrive before the next poll, so a
+    restore whose kernel state is gone starts its window above every packet accepted before."""
+    _csa, gsa = gcm_pair(persistent=True)
+    g = engine()
+    g.add_sa(gsa, now=0)
+    assert g.restored_in_seq(gsa.spi_in) == 0  # a new SA: the kernel starts with an empty window
+    reserved = 0
+    for seq_in in (0, 3, 3, 40, 41, 1000, 1000):
+        for a in g.note_kernel_seq(gsa.spi_in, 0, seq_in):
+            assert isinstance(a, Persist) and isinstance(a.record, SeqReserved)
+            assert a.record.in_reserved > reserved
+            reserved = a.record.in_reserved
+        assert reserved > seq_in
+    assert reserved >= 1000 + 4 * 959  # four times what came since the last poll
+    # natt stopping: the states go with their window; the reservation comes down to just above it
+    (a,) = g.kernel_removed(gsa.spi_in, 0, 1002)
+    assert isinstance(a.record, SeqReserved) and 1002 < a.record.in_reserved < 1002 + 8
+    # the restored SA's kernel window starts at the reservation
+    g2 = engine()
+    g2.add_sa(gsa, now=0, restored=Checkpoint(out_reserved=0, in_reserved=a.record.in_reserved))
+    assert g2.restored_in_seq(gsa.spi_in) == a.record.in_reserved
+    # a non-persistent SA reserves nothing
+    _c, plain = gcm_pair()
+    g3 = engine()
+    g3.add_sa(plain, now=0)
+    assert g3.note_kernel_seq(plain.spi_in, 10, 10) == [] and g3.restored_in_seq(plain.spi_in) == 0
