@@ -108,13 +108,11 @@ class ArIpsec:
             on_event=self._event,
             fwmark=self.cfg.fwmark,
             on_child=self._child,
+            on_natt_restart=self._natt_status,
         )
         await self.shell.start()
         assert self.shell.natt is not None
-        st = await self.shell.natt.call("status")
-        self.kernel = st.get("dataplane") == "kernel"
-        if not self.kernel:
-            self.tun_index = socket.if_nametoindex(str(st["tun"]))
+        self._natt_status(self.shell.natt_status)
         # Child SAs a previous run of ours installed (kill -9 leaves them in natt): theirs keys are gone
         for row in await self.shell.natt.call("sas"):
             if str(row.get("name", "")).startswith("ar-"):
@@ -128,6 +126,11 @@ class ArIpsec:
             "kernel" if self.kernel else "userspace",
             ", ".join(str(p) for p in self.peers) or "no peers",
         )
+
+    def _natt_status(self, st: dict[str, Any]) -> None:
+        """natt's data plane, at start and after natt restarted (its TUN device is a new one then)."""
+        self.kernel = st.get("dataplane") == "kernel"
+        self.tun_index = -1 if self.kernel else socket.if_nametoindex(str(st["tun"]))
 
     async def stop(self) -> None:
         for h in [*self._retry.values(), self._dpd]:

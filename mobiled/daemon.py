@@ -88,11 +88,23 @@ class MobiledDaemon(ServiceShell):
         self.policy = build_policy(conn, cp_request(c.request, c.home_address))
         engine = IkeEngine(rand=os.urandom, clock=wall_clock)
         self.ike = IkeShell(
-            engine, natt_socket=c.natt_socket, listen=("0.0.0.0", "::"), on_event=self._event, fwmark=c.fwmark
+            engine,
+            natt_socket=c.natt_socket,
+            listen=("0.0.0.0", "::"),
+            on_event=self._event,
+            fwmark=c.fwmark,
+            on_natt_restart=self._natt_restarted,
         )
         self.handlers.update(self.ike.handlers(secrets=False))
         await self.ike.start()
         self._try_next()
+
+    def _natt_restarted(self, status: dict[str, Any]) -> None:
+        """natt's TUN device is a new one: the inner addresses the home agent assigned go on it again."""
+        assert self.ike is not None
+        if self.home.get("state") == "established":
+            for a in self.home.get("addresses", []):
+                self.ike.natt_command("addr.add", address=a)
 
     async def stop(self) -> None:
         if self.fmip is not None:

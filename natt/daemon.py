@@ -204,8 +204,7 @@ class NattDaemon:
                 except OSError as e:
                     log.debug("kernel SA removal: %s", e)
                     continue
-                if self._store is not None:
-                    self._store.delete(XFRM_KIND, f"{sa.spi_in:08x}")
+                self._forget_in_kernel(sa.spi_in)
             self._kernel.close()
         if self._store is not None:
             self._store.close()
@@ -238,6 +237,10 @@ class NattDaemon:
         kill -9 (the SA's identity; its keys zeroed: a non-persistent SA's keys never reach the disk)."""
         assert self._store is not None
         self._store.put(XFRM_KIND, f"{sas[0].spi_in:08x}", {"sas": [_keyless(sa).to_json() for sa in sas]})
+
+    def _forget_in_kernel(self, spi_in: int) -> None:
+        assert self._store is not None
+        self._store.delete(XFRM_KIND, f"{spi_in:08x}")
 
     async def _poll_kernel_seq(self) -> None:
         while True:
@@ -511,7 +514,7 @@ class NattDaemon:
                 self._kernel.add_sa(sa, oseq=oseq, replay=replay)
             except (OSError, ValueError) as e:
                 self.engine.del_sa(sa.spi_in, now=now)
-                self._store.delete(XFRM_KIND, f"{sa.spi_in:08x}")
+                self._forget_in_kernel(sa.spi_in)
                 raise ValueError(f"kernel refused the SA: {e}") from None
         self._apply(actions)
         if self.cfg.log_secrets:
@@ -558,7 +561,7 @@ class NattDaemon:
             except OSError as e:
                 log.warning("kernel SA removal for %#x: %s", spi, e)
             else:
-                self._store.delete(XFRM_KIND, f"{spi:08x}")
+                self._forget_in_kernel(spi)
         self._apply(actions)
         self._rearm()
         return {"spi_in": spi, "deleted": True}
@@ -625,8 +628,13 @@ class NattDaemon:
 
 def _keyless(sa: EspSaPair) -> EspSaPair:
     """The SA with its keys zeroed (same lengths, so it stays valid)."""
-    names = ("key_in", "key_out", "integ_key_in", "integ_key_out")
-    return replace(sa, **{n: bytes(len(getattr(sa, n))) for n in names})
+    return replace(
+        sa,
+        key_in=bytes(len(sa.key_in)),
+        key_out=bytes(len(sa.key_out)),
+        integ_key_in=bytes(len(sa.integ_key_in)),
+        integ_key_out=bytes(len(sa.integ_key_out)),
+    )
 
 
 def _added(rec: dict[str, Any]) -> int:

@@ -200,6 +200,7 @@ class AsyncControlClient:
         self._reader, self._writer = reader, writer
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.closed = asyncio.Event()  # set when the daemon closed the connection (it stopped or died)
         self._task = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
@@ -208,14 +209,25 @@ class AsyncControlClient:
         return cls(reader, writer)
 
     async def _read(self) -> None:
-        while line := await self._reader.readline():
-            msg = json.loads(line)
-            if "event" in msg:
-                await self.events.put(msg)
-            elif (fut := self._pending.pop(msg.get("id"), None)) is not None:
-                fut.set_result(msg)
+        try:
+            while line := await self._reader.readline():
+                msg = json.loads(line)
+                if "event" in msg:
+                    await self.events.put(msg)
+                elif (fut := self._pending.pop(msg.get("id"), None)) is not None:
+                    fut.set_result(msg)
+        except (OSError, ValueError) as e:  # reset, or a line that is not JSON: the connection is done
+            log.warning("control connection to %s: %s", self._writer.get_extra_info("peername"), e)
+        finally:
+            self.closed.set()
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(ControlError("connection closed by the daemon"))
+            self._pending.clear()
 
     async def call(self, cmd: str, **args: Any) -> Any:
+        if self.closed.is_set():
+            raise ControlError("connection closed by the daemon")
         rid = next(_ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut

@@ -17,7 +17,7 @@ from mobility.dataplane.xfrm import socket_bypass
 from mobility.engine import Action, IkeSend, Notify, Persist, Program
 from mobility.ike.engine import IkeEngine
 from mobility.ike.policy import ChildSaInstall, ChildSaRemove, IkeBug, IkeDropped
-from mobility.service.control import AsyncControlClient
+from mobility.service.control import AsyncControlClient, ControlError
 from mobility.service.logging import RateLimitedLog
 
 log = logging.getLogger("mobility.ike")
@@ -50,11 +50,17 @@ class IkeShell:
         on_persist: Callable[[Any], None] | None = None,
         fwmark: int = 0x4500,
         on_child: Callable[[int, str, bool], None] | None = None,
+        on_natt_restart: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.engine, self.natt_socket, self.listen, self.port = engine, natt_socket, listen, port
         self.on_event, self.on_persist, self.fwmark = on_event, on_persist, fwmark
         self.on_child = on_child  # (spi_in, peer, up): after natt installed (up) or was told to remove it
+        self.on_natt_restart = on_natt_restart  # natt's new status, once we are registered with it again
         self.natt: AsyncControlClient | None = None
+        self.natt_status: dict[str, Any] = {}
+        self.natt_restarts = 0
+        self._natt_tasks: list[asyncio.Task[Any]] = []
+        self._stopping = False
         self._socks: list[socket.socket] = []
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -107,11 +113,63 @@ class IkeShell:
             s.setblocking(False)
             self._loop.add_reader(s.fileno(), self._on_udp, s)
             self._socks.append(s)
-        self.natt = await AsyncControlClient.connect(self.natt_socket)
-        await self.natt.call("ike.register")
-        self._tasks.append(self._loop.create_task(self._natt_events()))
+        await self._connect_natt()
+
+    async def _connect_natt(self) -> None:
+        """Register as natt's IKE owner and follow its events and its connection."""
+        assert self._loop is not None
+        client = await AsyncControlClient.connect(self.natt_socket)
+        try:
+            await client.call("ike.register")
+            status = await client.call("status")
+        except BaseException:
+            await client.close()
+            raise
+        self.natt, self.natt_status = client, status
+        self._natt_tasks = [self._loop.create_task(c) for c in (self._natt_events(client), self._watch(client))]
+
+    async def _watch(self, client: AsyncControlClient) -> None:
+        """natt went away (restarted, or killed and restarted by systemd): connect again, then repair what
+        it lost. Its persistent SAs come back by themselves; ours are not persistent, so natt has none of
+        them. Installing them again would restart their sequence numbers under the same keys (GCM IVs
+        reused, RFC 4106 §3): each is rekeyed instead (RFC 7296 §2.8), with fresh keys and SPIs."""
+        await client.closed.wait()
+        if self._stopping:
+            return
+        log.warning("natt closed the control connection: connecting again")
+        delay = 0.2
+        while not self._stopping:
+            await asyncio.sleep(delay)
+            try:
+                await self._connect_natt()
+                break
+            except (OSError, ControlError) as e:
+                log.debug("natt not back yet: %s", e)
+                delay = min(2 * delay, 5.0)
+        else:
+            return
+        self.natt_restarts += 1
+        await self._repair_children()
+        if self.on_natt_restart:
+            self.on_natt_restart(self.natt_status)
+
+    async def _repair_children(self) -> None:
+        rows = await self._natt_call("sas") or []
+        kept = {int(r["spi_in"]) for r in rows}
+        lost = [spi for spi in self.installed if spi not in kept]
+        log.warning("natt is back; %d of our %d Child SA(s) lost with it: rekeyed", len(lost), len(self.installed))
+        for spi in lost:
+            gone = self.installed.pop(spi)
+            if self.on_child:
+                self.on_child(spi, str(gone["peer"]), False)
+            key = next((k for k, sa in self.engine.sas.items() if spi in sa.children), None)
+            if key is not None:
+                self.apply(self.engine.rekey_child(key, spi, now=self.now()))
 
     async def stop(self) -> None:
+        self._stopping = True
+        for t in self._natt_tasks:
+            t.cancel()
         if self._timer:
             self._timer.cancel()
         for s in self._socks:
@@ -142,10 +200,9 @@ class IkeShell:
                 return
             self.apply(self.engine.datagram(data, addr[0], addr[1], self.port, now=self.now()))
 
-    async def _natt_events(self) -> None:
-        assert self.natt is not None
+    async def _natt_events(self, client: AsyncControlClient) -> None:
         while True:
-            ev = await self.natt.events.get()
+            ev = await client.events.get()
             if ev.get("event") != "ike":
                 continue
             try:

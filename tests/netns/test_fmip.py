@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from mobility.lab import pki
-from mobility.lab.natt import start_natt
+from mobility.lab.natt import NattHandle, restart_natt, start_natt
 from mobility.lab.netns import Daemon, Lab
 from mobility.lab.topology import End, Link, Route, Topology
 from mobility.lab.tshark import tshark_fields, unexplained_errors
@@ -49,6 +49,7 @@ class Node:
         self.lab, self.host, self.name = lab, host, daemon
         self.run = Path(lab.daemon_dir(host, daemon))
         (self.run / "state").mkdir(parents=True, exist_ok=True)
+        self.natt: NattHandle | None = None  # the natt next to it, if any
         self.conf = self.run / f"{daemon}.toml"
         self.conf.write_text(
             conf + f'\n[service]\ncontrol_socket = "{self.run}/{daemon}.sock"\nstate_dir = "{self.run}/state"\n'
@@ -93,7 +94,8 @@ def routers(lab: Lab, tmp: Path, *, ipsec: bool = False, natt_dataplane: str = "
     ca = pki.make_ca("SEND lab CA", kind="rsa", prefixes=(IPv6Network("2001:db8::/32"),))
     anchor = tmp / "send-ca.pem"
     anchor.write_bytes(ca.cert_pem())
-    nodes = []
+    nodes: list[Node] = []
+    nattd: dict[str, NattHandle] = {}
     for host, prefix, extra in (
         ("par", "2001:db8:10::/64",
          f'[[neighbors]]\nap_lla = "02:00:00:00:00:20"\nnar_lla = "02:00:00:00:00:21"\n'
@@ -108,12 +110,15 @@ def routers(lab: Lab, tmp: Path, *, ipsec: bool = False, natt_dataplane: str = "
             f"ra_interval_s = 3\n{extra}"
         )
         if ipsec:
-            natt = start_natt(lab, host, listen=(PAR_ADDR if host == "par" else NAR_ADDR,), dataplane=natt_dataplane)
+            natt = nattd[host] = start_natt(
+                lab, host, listen=(PAR_ADDR if host == "par" else NAR_ADDR,), dataplane=natt_dataplane
+            )
             psk = d / "ar.psk"
             psk.write_bytes(b"access routers of the lab\n")
             psk.chmod(0o600)
             conf += f'[ipsec]\nenabled = true\npsk_file = "{psk}"\nnatt_socket = "{natt.socket}"\n'
         nodes.append(Node(lab, host, "ard", conf))
+        nodes[-1].natt = nattd.get(host)
     return nodes[0], nodes[1], anchor
 
 
@@ -314,3 +319,26 @@ def test_cga_kept_across_restarts_and_dad_collision(lab_factory: Callable[..., L
     assert second != first and st["dad_collisions"] == 1
     keys = wait(lambda: len(k := mn.ctl("fmip.keys")) == 2 and k, 30, "a key for the second CGA")
     assert second in [k["cga"] for k in keys]
+
+
+def test_natt_restart_under_the_routers_ipsec(lab_factory: Callable[..., Lab], tmp_path: Path) -> None:
+    """kill -9 of the NAR's natt: its ard connects to the new natt, rekeys the Child SA it lost (fresh keys,
+    not the old ones again: GCM IVs) and takes natt's new TUN device as the one protected HIs come out of.
+    A handover afterwards runs its HI/HAck inside ESP, and the NAR accepts the HI."""
+    lab = lab_factory(TOPO)
+    bridges(lab)
+    par, nar, anchor = routers(lab, tmp_path, ipsec=True)
+    assert par.natt is not None and nar.natt is not None
+    wait(lambda: nar.ctl("ipsec")[0]["child_sas"] == 1, 15, "the Child SA between the routers")
+    old = {r["spi_in"] for r in nar.natt.ctl("sas")} | {r["spi_in"] for r in par.natt.ctl("sas")}
+    nar.natt.daemon.kill()
+    nar.natt = restart_natt(lab, nar.natt)
+    for h in (nar.natt, par.natt):
+        rows = wait(lambda h=h: (r := h.ctl("sas")) and len(r) == 1 and r[0]["spi_in"] not in old and r, 20, "rekeyed")
+        assert rows[0]["spi_in"] not in old
+    wait(lambda: nar.ctl("ipsec")[0]["child_sas"] == 1 and par.ctl("ipsec")[0]["child_sas"] == 1, 10, "ready")
+    mn = Node(lab, "mn", "mobiled", f'[fmip]\ninterface = "eth0"\ntrust_anchors = ["{anchor}"]\nsec = 0\n')
+    wait(lambda: mn.ctl("fmip.keys"), 30, "a handover key from the PAR")
+    assert mn.ctl("fmip.handover", timeout=8)["status"] == 0
+    stats = nar.ctl("stats")
+    assert stats["hi_answered"] == 1 and "drop_mh_unprotected" not in stats

@@ -14,7 +14,7 @@ from mobility.lab.ike import IkeDaemon, start_had, start_mobiled, wait_home
 from mobility.lab.netns import Lab
 from mobility.lab.topology import two_site_nat_topology
 from mobility.lab.tshark import malformed, tshark_fields
-from tests.support.natt import start_natt
+from tests.support.natt import NattHandle, restart_natt, start_natt
 
 PY = sys.executable
 GW = "192.0.2.2"
@@ -190,3 +190,44 @@ def test_captured_ike_decrypts_with_exported_keys(ike_lab: Lab) -> None:
     fqdns = ",".join(r[0] for r in rows if r)
     assert "mn.example.test" in fqdns and "gw.example.test" in fqdns  # IDi and IDr, from inside SK
     assert not any("incorrect" in ",".join(r).lower() for r in rows)
+
+
+def test_natt_restarts_under_both_ends(ike_lab: Lab) -> None:
+    """kill -9 of natt, on the mobile node and then on the home agent: mobiled and had connect to the new
+    natt again, register as its IKE owner, and rekey the Child SAs it lost (fresh keys and SPIs: the old
+    ones installed again would restart their sequence numbers, reusing GCM IVs). mobiled gives natt's new
+    TUN device its assigned address again. Traffic goes through the tunnel again, with nothing else
+    changed: the same IKE SA, the same lease."""
+    lab = ike_lab
+    gw_natt, mn_natt = start_natt(lab, "gw"), start_natt(lab, "c1")
+    had = start_had(lab, "gw", gw_natt, address=GW, conns=[GW_CONN], pool4="10.200.0.0/28")
+    echo(lab, "gw", "0.0.0.0")
+    mn = start_mobiled(lab, "c1", mn_natt, home_agents=[GW], conn=MN_CONN, request=("ip4",))
+    assert wait_home(mn)["addresses"] == ["10.200.0.1/32"]
+    time.sleep(0.5)
+    assert udp_ok(lab, "c1", "10.100.0.1", "before")
+    ike_sa = [s["spi_i"] for s in had.ctl("ike.sas")]
+    used = {r["spi_in"] for h in (gw_natt, mn_natt) for r in h.ctl("sas")}
+    assert len(used) == 2
+
+    def rekeyed(h: NattHandle) -> bool:
+        rows = h.ctl("sas")
+        return len(rows) == 1 and rows[0]["spi_in"] not in used
+
+    for name in ("c1", "gw"):
+        old = mn_natt if name == "c1" else gw_natt
+        old.daemon.kill()
+        new = restart_natt(lab, old)
+        deadline = time.monotonic() + 20
+        while not (rekeyed(gw_natt if name == "c1" else new) and rekeyed(new)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert rekeyed(new), new.ctl("sas")
+        if name == "c1":
+            mn_natt = new
+        else:
+            gw_natt = new
+        assert rekeyed(gw_natt) and rekeyed(mn_natt), (gw_natt.ctl("sas"), mn_natt.ctl("sas"))
+        used |= {r["spi_in"] for h in (gw_natt, mn_natt) for r in h.ctl("sas")}
+        assert udp_ok(lab, "c1", "10.100.0.1", f"after-{name}")
+    assert [s["spi_i"] for s in had.ctl("ike.sas")] == ike_sa  # the IKE SA itself went on
+    assert mn.ctl("home")["state"] == "established" and [x["address"] for x in had.ctl("leases")] == ["10.200.0.1"]

@@ -253,3 +253,34 @@ def test_logging_goes_to_journald_under_systemd(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("JOURNAL_STREAM")
     setup_logging("natt", verbose=False)
     assert not isinstance(logging.getLogger().handlers[0], JournalHandler)
+
+
+def test_async_client_fails_its_calls_when_the_daemon_goes(tmp_path: Path) -> None:
+    """An IKE owner waiting on natt must learn that natt went away: the call in flight fails, the next
+    call fails at once, and `closed` is set (its watcher then connects again)."""
+    from mobility.service.control import AsyncControlClient
+
+    async def run() -> None:
+        path = tmp_path / "d.sock"
+        got = asyncio.Event()
+        conns: list[asyncio.StreamWriter] = []
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            conns.append(writer)
+            await reader.readline()  # a request that is never answered: the daemon dies instead
+            got.set()
+
+        server = await asyncio.start_unix_server(serve, path=str(path))
+        client = await AsyncControlClient.connect(path)
+        call = asyncio.ensure_future(client.call("sa.add"))
+        await got.wait()
+        conns[0].close()
+        server.close()
+        with pytest.raises(ControlError, match="closed"):
+            await asyncio.wait_for(call, 2)
+        await asyncio.wait_for(client.closed.wait(), 2)
+        with pytest.raises(ControlError, match="closed"):
+            await client.call("sas")
+        await client.close()
+
+    asyncio.run(run())
