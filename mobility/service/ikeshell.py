@@ -136,6 +136,9 @@ class IkeShell:
         await client.closed.wait()
         if self._stopping:
             return
+        for t in self._natt_tasks:  # the old connection's event reader
+            if t is not asyncio.current_task():
+                t.cancel()
         log.warning("natt closed the control connection: connecting again")
         delay = 0.2
         while not self._stopping:
