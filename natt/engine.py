@@ -237,7 +237,7 @@ class NattEngine:
         cp = live.checkpoint
         if cp is None:
             return []
-        cp.in_reserved = live.kernel_seq_in + IN_CHUNK_MIN
+        cp.in_reserved = seq_in + IN_CHUNK_MIN  # the kernel's own top, not our polled estimate of it
         return [Persist(SeqReserved(spi_in, cp.out_reserved, cp.in_reserved))]
 
     def restored_out_seq(self, spi_in: int) -> int:
