@@ -205,13 +205,15 @@ class NattEngine:
     def note_kernel_seq(self, spi_in: int, seq_out: int, seq_in: int = 0) -> list[Action]:
         """Kernel backend: the kernel numbers outbound packets and keeps the inbound window. Polled by
         the shell, the persisted reservations stay ahead of both:
-        - outbound, so a restore never reuses a sequence number (and GCM IV);
+        - outbound, so a restore never reuses a sequence number (and GCM IV): at least OUT_RESERVE_CHUNK / 2
+          and four times what was sent since the last poll;
         - inbound, so a restore whose kernel state is gone (natt stopped, host rebooted) starts its
           window above what the kernel accepted, and no packet is accepted twice. The margin is four
           times what arrived since the last poll, plus IN_CHUNK_MIN: what may come before the next
           poll. After such a restore the peer's packets up to the reservation are dropped, as with
           the userspace data plane's reservation."""
         live = self._get(spi_in)
+        sent = max(0, seq_out - live.seq_out)
         live.seq_out = max(live.seq_out, seq_out)
         arrived = max(0, seq_in - live.kernel_seq_in)
         live.kernel_seq_in = max(live.kernel_seq_in, seq_in)
@@ -219,8 +221,9 @@ class NattEngine:
         if cp is None:
             return []
         changed = False
-        if live.seq_out + OUT_RESERVE_CHUNK // 2 > cp.out_reserved:
-            cp.out_reserved = live.seq_out + OUT_RESERVE_CHUNK
+        # the kernel may send faster than OUT_RESERVE_CHUNK / 2 per poll: then the margin follows the rate
+        if live.seq_out + max(OUT_RESERVE_CHUNK // 2, 4 * sent) > cp.out_reserved:
+            cp.out_reserved = live.seq_out + max(OUT_RESERVE_CHUNK, 8 * sent)
             changed = True
         if live.kernel_seq_in + 2 * arrived + IN_CHUNK_MIN > cp.in_reserved:
             cp.in_reserved = live.kernel_seq_in + 4 * arrived + 2 * IN_CHUNK_MIN

@@ -358,3 +358,18 @@ def test_kernel_inbound_reservation_stays_ahead_of_what_the_kernel_accepted() ->
     g3 = engine()
     g3.add_sa(plain, now=0)
     assert g3.note_kernel_seq(plain.spi_in, 10, 10) == [] and g3.restored_in_seq(plain.spi_in) == 0
+
+
+def test_kernel_outbound_reservation_follows_the_sending_rate() -> None:
+    """The kernel may send more than OUT_RESERVE_CHUNK / 2 packets between two polls (a fast link): the
+    reservation then keeps four times the last poll's packets ahead, so a restore after a reboot (the
+    kernel's numbers gone with it) still starts above every number used."""
+    csa, _gsa = gcm_pair(persistent=True)
+    c = engine()
+    c.add_sa(csa, now=0)
+    reserved, seq = 1 << 16, 0
+    for _ in range(5):
+        seq += 200_000  # per poll: three times the chunk
+        for a in c.note_kernel_seq(csa.spi_in, seq, 0):
+            reserved = a.record.out_reserved
+        assert reserved >= seq + 4 * 200_000
