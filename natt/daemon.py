@@ -195,16 +195,22 @@ class NattDaemon:
         if self._kernel is not None:
             if self._kernel_poll is not None:
                 self._kernel_poll.cancel()
+            if self._live_sas():
+                # UDP 4500 is closed: no ESP reaches the states any more. A moment for packets already
+                # inside the kernel's receive path, then their windows are final.
+                await asyncio.sleep(0.05)
             for sa in self._live_sas():
                 try:
-                    if sa.persistent:  # its window goes with the states: the restart starts above it
-                        c = self._kernel.counters(sa)
-                        self._apply(self.engine.kernel_removed(sa.spi_in, c["out_seq"], c["in_seq"]))
+                    counted = self._kernel.reading(sa) if sa.persistent else None
                     self._kernel.del_sa(sa)
                 except OSError as e:
                     log.debug("kernel SA removal: %s", e)
                     continue
-                self._forget_in_kernel(sa.spi_in)
+                if counted is None:
+                    self._forget_in_kernel(sa.spi_in)
+                else:  # the restart continues from it: nothing lost, nothing accepted twice
+                    self._apply(self.engine.note_kernel_seq(sa.spi_in, counted[0], _top(counted[1])))
+                    self._note_in_kernel(sa, counted=counted)
             self._kernel.close()
         if self._store is not None:
             self._store.close()
@@ -216,11 +222,17 @@ class NattDaemon:
         inbound SPI: the persistent SAs continue from it (sequence numbers, inbound window)."""
         assert self._store is not None and self._kernel is not None
         counted: dict[int, tuple[int, Replay | None]] = {}
+        found = 0
         for key, rec in self._store.all(XFRM_KIND).items():
             for obj in rec.get("sas", []):
                 try:
                     sa = EspSaPair.from_json(obj)
                     oseq, replay = self._kernel.remove_leftover(sa)
+                    found += replay is not None
+                    if replay is None and "window" in rec:  # stopped gracefully: the reading it stored
+                        w = rec["window"]
+                        oseq = max(oseq, int(rec.get("oseq", 0)))
+                        replay = Replay(int(w["seq"]), bytes.fromhex(str(w["bitmap"])) or None)
                 except (ValueError, KeyError, TypeError, OSError) as e:
                     log.error("cannot remove the kernel SA %s left by the previous run: %s", key, e)
                     continue
@@ -228,15 +240,23 @@ class NattDaemon:
                 if old is None or oseq > old[0] or (replay is not None and old[1] is None):
                     counted[sa.spi_in] = (oseq, replay)
             self._store.delete(XFRM_KIND, key)
-        if counted:
-            log.info("%d SA(s) left in the kernel by the previous run removed", len(counted))
+        if found:
+            log.info("%d SA(s) a killed run left in the kernel removed", found)
         return counted
 
-    def _note_in_kernel(self, *sas: EspSaPair) -> None:
+    def _note_in_kernel(self, *sas: EspSaPair, counted: tuple[int, Replay | None] | None = None) -> None:
         """Committed before the kernel gets the SA: enough to find its states and policies after a
-        kill -9 (the SA's identity; its keys zeroed: a non-persistent SA's keys never reach the disk)."""
+        kill -9 (the SA's identity; its keys zeroed: a non-persistent SA's keys never reach the disk).
+        On a graceful stop, a persistent SA's record keeps instead what the kernel had `counted` when
+        its states went: the next start continues from there."""
         assert self._store is not None
-        self._store.put(XFRM_KIND, f"{sas[0].spi_in:08x}", {"sas": [_keyless(sa).to_json() for sa in sas]})
+        rec: dict[str, Any] = {"sas": [_keyless(sa).to_json() for sa in sas]}
+        if counted is not None:
+            oseq, window = counted
+            rec["oseq"] = oseq
+            if window is not None:
+                rec["window"] = {"seq": window.seq, "bitmap": (window.bitmap or b"").hex()}
+        self._store.put(XFRM_KIND, f"{sas[0].spi_in:08x}", rec)
 
     def _forget_in_kernel(self, spi_in: int) -> None:
         assert self._store is not None
@@ -516,6 +536,8 @@ class NattDaemon:
                 self.engine.del_sa(sa.spi_in, now=now)
                 self._forget_in_kernel(sa.spi_in)
                 raise ValueError(f"kernel refused the SA: {e}") from None
+            if restored is not None and left_replay is not None:
+                actions += self.engine.restored_kernel_window(sa.spi_in, left_replay.seq)
         self._apply(actions)
         if self.cfg.log_secrets:
             log.warning("SA %#x keys: %s", sa.spi_in, sa.to_json())
@@ -624,6 +646,10 @@ class NattDaemon:
         data = base64.b64decode(str(args["data"]), validate=True)
         self._apply(self.engine.send_ike(dst, dport, data, now=self._now()))
         return {"sent": len(data) + 4}
+
+
+def _top(window: Replay | None) -> int:
+    return 0 if window is None else window.seq
 
 
 def _keyless(sa: EspSaPair) -> EspSaPair:

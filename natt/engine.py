@@ -230,17 +230,17 @@ class NattEngine:
             changed = True
         return [Persist(SeqReserved(spi_in, cp.out_reserved, cp.in_reserved))] if changed else []
 
-    def kernel_removed(self, spi_in: int, seq_out: int, seq_in: int) -> list[Action]:
-        """Kernel backend, natt stopping: the SA's states are about to go, with their window. The
-        inbound reservation becomes what the kernel accepted plus IN_CHUNK_MIN (for packets accepted
-        between this reading and the removal), lower than the polled one: after the restart the peer
-        loses at most that many packets. The outbound one only ever grows."""
-        self.note_kernel_seq(spi_in, seq_out, seq_in)
+    def restored_kernel_window(self, spi_in: int, seq_in: int) -> list[Action]:
+        """Kernel backend: a restored SA got the kernel's exact window back (left by a killed run, or
+        read at a graceful stop), whose top `seq_in` is below the persisted reservation. The estimate
+        and the reservation start again from that top, so that after a later reboot the peer does not
+        lose the gap."""
         live = self._get(spi_in)
         cp = live.checkpoint
         if cp is None:
             return []
-        cp.in_reserved = seq_in + IN_CHUNK_MIN  # the kernel's own top, not our polled estimate of it
+        live.kernel_seq_in = seq_in
+        cp.in_reserved = seq_in + 2 * IN_CHUNK_MIN
         return [Persist(SeqReserved(spi_in, cp.out_reserved, cp.in_reserved))]
 
     def restored_out_seq(self, spi_in: int) -> int:

@@ -39,6 +39,7 @@ from mobility.dataplane.xfrm import (
 )  # fmt: skip
 
 REQID_MAX = 0x7FFFFFFF
+GONE = (ProcessLookupError, FileNotFoundError)  # Linux: ESRCH for a state, ENOENT for a policy
 
 
 def _crypto(sa: EspSaPair, key: bytes, integ_key: bytes) -> dict[str, Any]:
@@ -303,7 +304,7 @@ class KernelEspBackend:
                     continue
                 try:
                     self._x.del_policy(sel, d)
-                except FileNotFoundError:
+                except GONE:
                     pass
 
     def update_peer(self, old: EspSaPair, new: EspSaPair) -> list[int]:
@@ -339,7 +340,7 @@ class KernelEspBackend:
         for dst, spi in ((sa.local, sa.spi_in), (sa.peer, sa.spi_out)):
             try:
                 self._x.del_state(dst, spi)
-            except FileNotFoundError:
+            except GONE:
                 pass
 
     def del_sa(self, sa: EspSaPair) -> None:
@@ -355,17 +356,23 @@ class KernelEspBackend:
         if last:
             self._del_policies(installed)
 
+    def reading(self, sa: EspSaPair) -> tuple[int, Replay | None]:
+        """What the kernel counted for the SA: the last outbound sequence number and the inbound window
+        (0 and None for states it does not hold)."""
+        oseq, replay = 0, None
+        with suppress(*GONE):
+            oseq = self._x.get_state(sa.peer, sa.spi_out).get("oseq", 0)
+        with suppress(*GONE):
+            replay = self._x.get_state(sa.local, sa.spi_in).get("window")
+        return oseq, replay
+
     def remove_leftover(self, sa: EspSaPair) -> tuple[int, Replay | None]:
         """An SA a previous run installed and did not remove (killed): its states and policies go, and
-        what the kernel had counted comes back (outbound sequence number, inbound window; 0 and None
-        when its states were gone), so that the SA can be installed again where it stood."""
-        oseq, replay = 0, None
-        with suppress(FileNotFoundError):
-            oseq = self._x.get_state(sa.peer, sa.spi_out).get("oseq", 0)
-        with suppress(FileNotFoundError):
-            replay = self._x.get_state(sa.local, sa.spi_in).get("window")
+        what the kernel had counted comes back (`reading`), so that the SA can be installed again where
+        it stood."""
+        counted = self.reading(sa)
         self.del_sa(sa)
-        return oseq, replay
+        return counted
 
     def counters(self, sa: EspSaPair) -> dict[str, int]:
         """Packet counters, with the highest sequence numbers sent (`out_seq`) and accepted (`in_seq`)."""
@@ -378,6 +385,6 @@ class KernelEspBackend:
             "in_bytes": i["bytes"],
             "out_packets": o["packets"],
             "out_bytes": o["bytes"],
-            "drop_replay": i["replay"],
+            "drop_replay": i["replay"] + i.get("replay_window", 0),  # seen, or too old for the window
             "drop_icv": i["integrity_failed"],
         }

@@ -328,7 +328,8 @@ class XfrmSocket:
         out: dict[str, Any] = {
             "bytes": m["cur_bytes"],
             "packets": m["cur_packets"],
-            "replay": m["stats_replay"],
+            "replay": m["stats_replay"],  # a number the window holds as seen
+            "replay_window": m["stats_replay_window"],  # a number below the window
             "integrity_failed": m["stats_integrity_failed"],
             "reqid": m["reqid"],
             "mode": m["mode"],

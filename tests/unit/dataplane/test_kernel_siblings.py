@@ -1,5 +1,6 @@
 """Sibling SAs in the kernel backend without a kernel: KernelEspBackend on a fake NETLINK_XFRM that keeps
-states by (destination, SPI) and policies by (selector, direction) and answers EEXIST/ENOENT as Linux does.
+states by (destination, SPI) and policies by (selector, direction) and answers EEXIST, ESRCH (no such
+state) and ENOENT (no such policy) as Linux does.
 Siblings (same selectors, same peer: RFC 7296 §2.8 rekey overlap, or a restarted peer's new Child SA)
 share one reqid and one set of policies; the policies go with the last; MOBIKE moves them together."""
 
@@ -45,12 +46,12 @@ class FakeXfrm:
     def del_state(self, dst: Any, spi: int) -> None:
         self.calls.append("del_state")
         if self.states.pop((dst, spi), None) is None:
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+            raise ProcessLookupError(errno.ESRCH, os.strerror(errno.ESRCH))  # Linux: no such SA
 
     def get_state(self, dst: Any, spi: int) -> dict[str, Any]:
         st = self.states.get((dst, spi))
         if st is None:
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+            raise ProcessLookupError(errno.ESRCH, os.strerror(errno.ESRCH))  # Linux: no such SA
         return {
             "bytes": 0,
             "packets": st["packets"],

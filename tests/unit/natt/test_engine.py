@@ -346,13 +346,15 @@ def test_kernel_inbound_reservation_stays_ahead_of_what_the_kernel_accepted() ->
             reserved = a.record.in_reserved
         assert reserved > seq_in
     assert reserved >= 1000 + 4 * 959  # four times what came since the last poll
-    # natt stopping: the states go with their window; the reservation comes down to just above it
-    (a,) = g.kernel_removed(gsa.spi_in, 0, 1002)
-    assert isinstance(a.record, SeqReserved) and 1002 < a.record.in_reserved < 1002 + 8
     # the restored SA's kernel window starts at the reservation
     g2 = engine()
-    g2.add_sa(gsa, now=0, restored=Checkpoint(out_reserved=0, in_reserved=a.record.in_reserved))
-    assert g2.restored_in_seq(gsa.spi_in) == a.record.in_reserved
+    g2.add_sa(gsa, now=0, restored=Checkpoint(out_reserved=0, in_reserved=reserved))
+    assert g2.restored_in_seq(gsa.spi_in) == reserved
+    # restored with the kernel's exact window (a killed run's, or read at a graceful stop): the reservation
+    # starts again just above its top, not above the old reservation
+    (a,) = g2.restored_kernel_window(gsa.spi_in, 1003)
+    assert isinstance(a, Persist) and 1003 < a.record.in_reserved <= 1003 + 8 < reserved
+    assert g2.note_kernel_seq(gsa.spi_in, 0, 1003) == []
     # a non-persistent SA reserves nothing
     _c, plain = gcm_pair()
     g3 = engine()
