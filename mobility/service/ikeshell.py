@@ -58,7 +58,6 @@ class IkeShell:
         self.on_natt_restart = on_natt_restart  # natt's new status, once we are registered with it again
         self.natt: AsyncControlClient | None = None
         self.natt_status: dict[str, Any] = {}
-        self.natt_restarts = 0
         self._natt_tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self._socks: list[socket.socket] = []
@@ -151,7 +150,6 @@ class IkeShell:
                 delay = min(2 * delay, 5.0)
         else:
             return
-        self.natt_restarts += 1
         await self._repair_children()
         if self.on_natt_restart:
             self.on_natt_restart(self.natt_status)
