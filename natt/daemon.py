@@ -523,9 +523,8 @@ class NattDaemon:
         if self._kernel is not None:
             # a restored SA continues above its persisted reservations (no IV reused, no packet accepted
             # twice), or where the kernel stood when the previous run was killed
-            oseq, replay = self.engine.restored_out_seq(sa.spi_in), None
-            if self.engine.restored_in_seq(sa.spi_in):
-                replay = Replay(self.engine.restored_in_seq(sa.spi_in))
+            oseq, reserved = self.engine.restored_out_seq(sa.spi_in), self.engine.restored_in_seq(sa.spi_in)
+            replay = Replay(reserved) if reserved else None
             left_oseq, left_replay = self._left_in_kernel.get(sa.spi_in, (0, None))
             if restored is not None:
                 oseq, replay = max(oseq, left_oseq), left_replay or replay

@@ -208,10 +208,11 @@ class NattEngine:
         - outbound, so a restore never reuses a sequence number (and GCM IV): at least OUT_RESERVE_CHUNK / 2
           and four times what was sent since the last poll;
         - inbound, so a restore whose kernel state is gone (natt stopped, host rebooted) starts its
-          window above what the kernel accepted, and no packet is accepted twice. The margin is four
-          times what arrived since the last poll, plus IN_CHUNK_MIN: what may come before the next
-          poll. After such a restore the peer's packets up to the reservation are dropped, as with
-          the userspace data plane's reservation."""
+          window above what the kernel accepted, and no packet is accepted twice. When less than twice
+          what arrived since the last poll (plus IN_CHUNK_MIN) is left, it moves to four times that
+          (plus 2 IN_CHUNK_MIN) above the kernel's top: what may come before the next poll. After such
+          a restore the peer's packets up to the reservation are dropped, as with the userspace data
+          plane's reservation."""
         live = self._get(spi_in)
         sent = max(0, seq_out - live.seq_out)
         live.seq_out = max(live.seq_out, seq_out)

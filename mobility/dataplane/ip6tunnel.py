@@ -319,7 +319,7 @@ class UserspaceForwarder:
         self.local = local
         self._fwd: dict[str, str] = {}
         self._packets: dict[str, int] = {}
-        self._totals = {"fwd_packets": 0, "fwd_no_binding": 0}
+        self._totals = {"fwd_packets": 0, "fwd_no_binding": 0, "fwd_not_ipv6": 0}
         self._w = _Worker()
         self.tun: TunDevice | None = None
         self.out: socket.socket | None = None
@@ -356,6 +356,7 @@ class UserspaceForwarder:
             if pkt is None:
                 return
             if len(pkt) < 40 or pkt[0] >> 4 != 6:
+                self._totals["fwd_not_ipv6"] += 1
                 continue
             pcoa = str(IPv6Address(pkt[24:40]))
             ncoa = self._fwd.get(pcoa)

@@ -150,9 +150,12 @@ class IkeShell:
                 delay = min(2 * delay, 5.0)
         else:
             return
-        await self._repair_children()
-        if self.on_natt_restart:
-            self.on_natt_restart(self.natt_status)
+        try:
+            await self._repair_children()
+            if self.on_natt_restart:
+                self.on_natt_restart(self.natt_status)
+        except Exception:  # the daemon's part failed: say so, the IKE SAs and this shell go on
+            log.exception("repairing after natt's restart failed")
 
     async def _repair_children(self) -> None:
         rows = await self._natt_call("sas") or []

@@ -219,6 +219,12 @@ def forged_fbu(w: World, kind: str) -> mh.MhPacket:
     elif kind == "no_hoa":
         pkt = w.fbu_packet(send)
         return replace(pkt, home=None)
+    elif kind == "reactive_redirected":
+        # a reactive FBU (RFC 5568 §3.2) captured and sent again from the attacker's address on the NAR's
+        # link: the PAR takes the source as the NCoA, and the authenticator covers the NCoA (RFC 5269 §3.4)
+        # while the checksum covers only the home address, so only the key can tell
+        send = w.mn.fbu(PAR_GLOBAL, w.pcoa, w.ncoa, NOW, reactive=True)
+        return w.fbu_packet(replace(send, src=NAR_PREFIX.network_address + 0xBAD))
     elif kind == "spi":
         pkt = w.fbu_packet(send)
         badf = pkt.mh.options[-1]
@@ -227,7 +233,9 @@ def forged_fbu(w: World, kind: str) -> mh.MhPacket:
     return w.fbu_packet(send)
 
 
-@pytest.mark.parametrize("kind", ["wrong_mac", "unknown_cga", "tampered", "no_ack_flags", "no_hoa", "spi"])
+@pytest.mark.parametrize(
+    "kind", ["wrong_mac", "unknown_cga", "tampered", "no_ack_flags", "no_hoa", "spi", "reactive_redirected"]
+)
 def test_forged_fbus_change_nothing(pkiset: dict[str, Any], kind: str) -> None:
     w = World(pkiset)
     w.get_key()

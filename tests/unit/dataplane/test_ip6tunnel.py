@@ -101,3 +101,37 @@ def test_reconcile_is_idempotent_and_empty_wanted_removes_everything() -> None:
 def test_unspecified_local_matches_a_link_without_local() -> None:
     plan = reconcile(STEM, "::", [LinkSeen(link_name(STEM, N1), "", N1, frozenset({P1}))], {P1: N1})
     assert plan.delete_links == () and plan.create_links == ()
+
+
+def test_userspace_forwarder_forwards_bound_pcoas_and_counts_the_rest() -> None:
+    """What the TUN gives: an IPv6 packet for a forwarded PCoA goes to its NCoA; one for another address, a
+    short read or an IPv4 packet is dropped and counted (the TUN takes whatever the stack routes to it)."""
+    from ipaddress import IPv6Address
+
+    from mobility.dataplane.ip6tunnel import UserspaceForwarder
+
+    def v6(dst: str) -> bytes:
+        return bytes([0x60]) + bytes(23) + IPv6Address(dst).packed + b"payload"
+
+    class Tun:
+        def __init__(self, packets: list[bytes]) -> None:
+            self.packets = packets
+
+        def read(self) -> bytes | None:
+            return self.packets.pop(0) if self.packets else None
+
+    class Out:
+        def __init__(self) -> None:
+            self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+        def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+            self.sent.append((data, addr))
+
+    f = UserspaceForwarder("fmip0", None, "test")
+    f._fwd[P1] = N1  # as add() records it (its route is the worker's business)
+    out = Out()
+    f.tun, f.out = Tun([v6(P1), v6(P2), v6(P1)[:39], bytes([0x45]) + bytes(59)]), out  # type: ignore[assignment]
+    f._on_tun()
+    assert out.sent == [(v6(P1), (N1, 0))]
+    assert f._totals == {"fwd_packets": 1, "fwd_no_binding": 1, "fwd_not_ipv6": 2}
+    assert f._packets == {P1: 1}
